@@ -6,9 +6,11 @@ Only this module and settings read the environment and print to the terminal.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -56,24 +58,39 @@ def banner(config: SimConfig, url: str) -> str:
 def _run_sim(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        if args.seed is not None:
+            config = SimConfig(**{**config.__dict__, "seed": args.seed})
+        app = create_sim_app(config)  # validates the fault rules too
     except SimConfigError as exc:
         print("invalid simulator configuration:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
-    if args.seed is not None:
-        config = SimConfig(**{**config.__dict__, "seed": args.seed})
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    url = f"http://{args.host}:{args.port}"
-    print(banner(config, url), flush=True)
-    web.run_app(
-        create_sim_app(config),
-        host=args.host,
-        port=args.port,
-        print=None,
-        access_log_class=AccessLogger,
-    )
-    return 0
+    return asyncio.run(_serve(app, args.host, args.port, lambda url: banner(config, url)))
+
+
+async def _serve(app: web.Application, host: str, port: int, announce: Callable[[str], str]) -> int:
+    """Bind, then announce (so "listening" is true when printed), then serve until a signal."""
+    runner = web.AppRunner(app, access_log_class=AccessLogger)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            print(f"cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+            return 1
+        bound_port = runner.addresses[0][1]
+        print(announce(f"http://{host}:{bound_port}"), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        return 0
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from gateway.sim import errors
 from gateway.sim.model import parse_bool
@@ -66,6 +66,8 @@ def op_from(index: int, item: dict[str, Any], results: dict[str, Any]) -> BatchO
     split = urlsplit(url)
     params = dict(parse_qsl(split.query, keep_blank_values=True))
     params.update(parse_qsl(body, keep_blank_values=True))
+    # The Python SDK percent-encodes op bodies, references included: resolve those too.
+    params = {k: substitute(v, results) for k, v in params.items()}
     attached = item.get("attached_files") or ""
     return BatchOp(
         index=index,
@@ -84,7 +86,7 @@ def op_from(index: int, item: dict[str, Any], results: dict[str, Any]) -> BatchO
 def references(item: dict[str, Any]) -> set[str]:
     """Names of earlier ops this op's relative_url or body refers to."""
     text = str(item.get("relative_url", "")) + str(item.get("body", ""))
-    return {m.group(1) for m in REFERENCE.finditer(text)}
+    return {m.group(1) for m in REFERENCE.finditer(text + unquote_plus(text))}
 
 
 class MissingResult(Exception):

@@ -9,22 +9,17 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.sim.errors import THROTTLES
+from gateway.sim.faults import parse_rule
+from gateway.sim.schema import SimConfigError as SimConfigError  # re-exported for callers
+from gateway.sim.schema import build
 
 VERSION_RE = re.compile(r"^v(\d+)\.(\d+)$")
-
-
-class SimConfigError(ValueError):
-    """The configuration (file or control-API payload) is invalid; lists every problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 class TokenKind(StrEnum):
@@ -114,8 +109,9 @@ class RateLimits:
 class SimConfig:
     seed: int = 0
     default_version: str = "v25.0"
-    # Versions older than this answer 2635 "deprecated version".
+    # Versions older than this answer 2635 "deprecated version"; newer than latest, 2500.
     min_version: str = "v19.0"
+    latest_version: str = "v26.0"
     accounts: tuple[AccountSpec, ...] = ()
     tokens: tuple[TokenSpec, ...] = ()
     object_limits: ObjectLimits = field(default_factory=ObjectLimits)
@@ -153,32 +149,6 @@ def version_tuple(version: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _dataclass_from(cls: type[Any], doc: Mapping[str, Any], where: str, problems: list[str]) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in doc.items():
-        f = known.get(key)
-        if f is None:
-            problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
-            continue
-        kwargs[key] = value
-    try:
-        obj = cls(**kwargs)
-    except TypeError as exc:
-        problems.append(f"{where}: {exc}")
-        return None
-    for f in fields(cls):
-        if f.default is MISSING or f.default is None or isinstance(f.default, tuple):
-            continue
-        value = getattr(obj, f.name)
-        expected = type(f.default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(obj, f.name, float(value))
-        elif not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            problems.append(f"{where}.{f.name}: expected {expected.__name__}, got {value!r}")
-    return obj
-
-
 def _accounts(items: Any, problems: list[str]) -> tuple[AccountSpec, ...]:
     if not isinstance(items, list):
         problems.append("accounts: expected a list of tables")
@@ -186,17 +156,16 @@ def _accounts(items: Any, problems: list[str]) -> tuple[AccountSpec, ...]:
     out = []
     for i, item in enumerate(items):
         where = f"accounts[{i}]"
-        if not isinstance(item, Mapping):
-            problems.append(f"{where}: expected a table")
-            continue
-        spec = _dataclass_from(AccountSpec, item, where, problems)
-        if spec is None:
-            continue
-        if not re.fullmatch(r"act_\d{1,20}", spec.id):
-            problems.append(f"{where}.id: expected 'act_<digits>', got {spec.id!r}")
-        if spec.account_status not in AccountStatus.KNOWN:
-            problems.append(f"{where}.account_status: unknown status {spec.account_status}")
-        out.append(spec)
+        spec = build(AccountSpec, item, where, problems)
+        # Checked on the raw values, so they are listed even when the table has other errors.
+        raw = item if isinstance(item, Mapping) else {}
+        if isinstance(raw.get("id"), str) and not re.fullmatch(r"act_\d{1,20}", raw["id"]):
+            problems.append(f"{where}.id: expected 'act_<digits>', got {raw['id']!r}")
+        status = raw.get("account_status", AccountStatus.ACTIVE)
+        if isinstance(status, int) and status not in AccountStatus.KNOWN:
+            problems.append(f"{where}.account_status: unknown status {status}")
+        if spec is not None:
+            out.append(spec)
     return tuple(out)
 
 
@@ -207,27 +176,12 @@ def _tokens(items: Any, problems: list[str]) -> tuple[TokenSpec, ...]:
     out = []
     for i, item in enumerate(items):
         where = f"tokens[{i}]"
-        if not isinstance(item, Mapping):
-            problems.append(f"{where}: expected a table")
+        spec = build(TokenSpec, item, where, problems)
+        if spec is None:
             continue
-        doc = dict(item)
-        kind = doc.get("kind", "valid")
-        try:
-            doc["kind"] = TokenKind(kind)
-        except ValueError:
-            problems.append(f"{where}.kind: one of {[k.value for k in TokenKind]}, got {kind!r}")
-            continue
-        for key in ("accounts", "scopes"):
-            if key in doc:
-                if not isinstance(doc[key], list):
-                    problems.append(f"{where}.{key}: expected a list")
-                    continue
-                doc[key] = tuple(str(v) for v in doc[key])
-        spec = _dataclass_from(TokenSpec, doc, where, problems)
-        if spec is not None:
-            if not spec.token or len(spec.token) > 512:
-                problems.append(f"{where}.token: 1-512 characters")
-            out.append(spec)
+        if not spec.token or len(spec.token) > 512:
+            problems.append(f"{where}.token: 1-512 characters")
+        out.append(spec)
     return tuple(out)
 
 
@@ -261,36 +215,41 @@ def parse_config(doc: Mapping[str, Any]) -> SimConfig:
         problems.append(f"seed: expected an integer, got {seed!r}")
         seed = 0
     versions = {}
-    for key in ("default_version", "min_version"):
+    for key in ("default_version", "min_version", "latest_version"):
         value = doc.get(key, getattr(cfg, key))
         if not isinstance(value, str) or not VERSION_RE.match(value):
             problems.append(f"{key}: expected 'vNN.N', got {value!r}")
             value = getattr(cfg, key)
         versions[key] = value
+    ordered = [
+        version_tuple(versions[k]) for k in ("min_version", "default_version", "latest_version")
+    ]
+    if ordered != sorted(ordered):
+        problems.append("versions: expected min_version <= default_version <= latest_version")
     replace_defaults = bool(doc.get("replace_defaults", False))
     accounts = _accounts(doc.get("accounts", []), problems)
     tokens = _tokens(doc.get("tokens", []), problems)
     if not replace_defaults:
         accounts = merge_by_key(DEFAULT_ACCOUNTS, accounts, "id")
         tokens = merge_by_key(DEFAULT_TOKENS, tokens, "token")
-    limits = ObjectLimits()
-    if "object_limits" in doc:
-        limits = _dataclass_from(ObjectLimits, doc["object_limits"], "object_limits", problems)
-    rates = RateLimits()
-    if "rate_limits" in doc:
-        rates = _dataclass_from(RateLimits, doc["rate_limits"], "rate_limits", problems)
-    if rates is not None:
-        problems.extend(check_rate_limits(rates))
+    limits = _object_limits({}, doc.get("object_limits", {}), problems)
+    rates = _rate_limits({}, doc.get("rate_limits", {}), problems)
     faults = doc.get("faults", [])
-    if not isinstance(faults, list) or not all(isinstance(f, Mapping) for f in faults):
+    if not isinstance(faults, list):
         problems.append("faults: expected a list of tables")
         faults = []
+    for i, rule in enumerate(faults):
+        try:
+            parse_rule(rule, default_id=f"faults[{i}]")
+        except SimConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise SimConfigError(problems)
     return SimConfig(
         seed=seed,
         default_version=versions["default_version"],
         min_version=versions["min_version"],
+        latest_version=versions["latest_version"],
         accounts=accounts,
         tokens=tokens,
         object_limits=limits,
@@ -299,8 +258,15 @@ def parse_config(doc: Mapping[str, Any]) -> SimConfig:
     )
 
 
-def check_rate_limits(rates: RateLimits) -> list[str]:
-    problems = []
+def _rate_limits(base: Mapping[str, Any], doc: Any, problems: list[str]) -> RateLimits:
+    """RateLimits from *base* overlaid with *doc*; problems appended, defaults returned."""
+    if not isinstance(doc, Mapping):
+        problems.append(f"rate_limits: expected a table, got {doc!r}")
+        return RateLimits()
+    before = len(problems)
+    rates = build(RateLimits, {**base, **doc}, "rate_limits", problems)
+    if rates is None:
+        return RateLimits()
     if rates.throttle_error not in THROTTLES:
         problems.append(f"rate_limits.throttle_error: one of {sorted(THROTTLES)}")
     problems.extend(
@@ -310,38 +276,54 @@ def check_rate_limits(rates: RateLimits) -> list[str]:
     )
     if rates.block_seconds < 0:
         problems.append("rate_limits.block_seconds: must be >= 0")
-    if rates.mutation_qps < 1 or rates.app_calls_per_hour < 1:
-        problems.append("rate_limits.mutation_qps and app_calls_per_hour: must be >= 1")
-    return problems
+    problems.extend(
+        f"rate_limits.{name}: must be >= 1"
+        for name in ("mutation_qps", "app_calls_per_hour")
+        if getattr(rates, name) < 1
+    )
+    return rates if len(problems) == before else RateLimits()
+
+
+def _object_limits(base: Mapping[str, Any], doc: Any, problems: list[str]) -> ObjectLimits:
+    if not isinstance(doc, Mapping):
+        problems.append(f"object_limits: expected a table, got {doc!r}")
+        return ObjectLimits()
+    before = len(problems)
+    limits = build(ObjectLimits, {**base, **doc}, "object_limits", problems)
+    if limits is None:
+        return ObjectLimits()
+    problems.extend(
+        f"object_limits.{f.name}: must be >= 1"
+        for f in fields(ObjectLimits)
+        if getattr(limits, f.name) < 1
+    )
+    return limits if len(problems) == before else ObjectLimits()
+
+
+def update_limits(
+    objects: ObjectLimits, rates: RateLimits, doc: Mapping[str, Any]
+) -> tuple[ObjectLimits, RateLimits]:
+    """Apply a partial control-API update to both; SimConfigError lists every problem."""
+    problems: list[str] = []
+    new_objects = _object_limits(_fields(objects), doc.get("object_limits", {}), problems)
+    new_rates = _rate_limits(_fields(rates), doc.get("rate_limits", {}), problems)
+    if problems:
+        raise SimConfigError(problems)
+    return new_objects, new_rates
 
 
 def update_rate_limits(current: RateLimits, doc: Mapping[str, Any]) -> RateLimits:
-    """Apply a partial control-API update; raise SimConfigError on any problem."""
-    problems: list[str] = []
-    merged = {f.name: getattr(current, f.name) for f in fields(RateLimits)} | dict(doc)
-    new = _dataclass_from(RateLimits, merged, "rate_limits", problems)
-    if new is not None:
-        problems.extend(check_rate_limits(new))
-    if problems:
-        raise SimConfigError(problems)
-    limits: RateLimits = new
-    return limits
+    """*current* with the keys of *doc* changed; SimConfigError lists every problem."""
+    return update_limits(ObjectLimits(), current, {"rate_limits": doc})[1]
 
 
 def update_object_limits(current: ObjectLimits, doc: Mapping[str, Any]) -> ObjectLimits:
-    problems: list[str] = []
-    merged = {f.name: getattr(current, f.name) for f in fields(ObjectLimits)} | dict(doc)
-    new = _dataclass_from(ObjectLimits, merged, "object_limits", problems)
-    if new is not None:
-        problems.extend(
-            f"object_limits.{f.name}: must be >= 1"
-            for f in fields(ObjectLimits)
-            if getattr(new, f.name) < 1
-        )
-    if problems:
-        raise SimConfigError(problems)
-    limits: ObjectLimits = new
-    return limits
+    """*current* with the keys of *doc* changed; SimConfigError lists every problem."""
+    return update_limits(current, RateLimits(), {"object_limits": doc})[0]
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
 def parse_account(doc: Mapping[str, Any]) -> AccountSpec:

@@ -71,11 +71,6 @@ def _www_authenticate(message: str) -> dict[str, str]:
 # --- tokens (§2.3) -------------------------------------------------------------------------
 
 
-def token_missing() -> GraphError:
-    msg = "An active access token must be used to query information about the current user."
-    return GraphError(400, 2500, msg, headers=_www_authenticate(msg))
-
-
 def token_required() -> GraphError:
     msg = "An access token is required to request this resource."
     return GraphError(400, 104, msg, headers=_www_authenticate(msg))
@@ -151,10 +146,15 @@ def missing_parameter(name: str) -> GraphError:
     return invalid_parameter(f"The parameter {name} is required", blame=[[name]])
 
 
-def deleted_object_edit(kind: str) -> GraphError:
-    # Graph: only the name of a deleted ad set (1487056) or campaign (1487566) may change.
-    subcode = {"campaign": 1487566, "adset": 1487056}.get(kind, 1487056)
-    msg = "(#100) Cannot edit a deleted object: only the name can be changed"
+def restricted_edit(kind: str, *, deleted: bool) -> GraphError:
+    """Graph: only the name of a deleted ad set (1487056) or campaign (1487566) may change;
+    an archived ad (1885088) or other archived object takes a name or status only."""
+    if deleted:
+        subcode = {"campaign": 1487566}.get(kind, 1487056)
+        msg = "(#100) Cannot edit a deleted object: only the name can be changed"
+    else:
+        subcode = {"ad": 1885088}.get(kind, 1487056)
+        msg = "(#100) Cannot edit an archived object: only the name and status can be changed"
     return GraphError(400, 100, msg, type=API, subcode=subcode, is_transient=False)
 
 

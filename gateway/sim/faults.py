@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
 
 from gateway.sim import errors
-from gateway.sim.config import SimConfigError
 from gateway.sim.errors import GraphError
+from gateway.sim.schema import SimConfigError, build
 
 
 class FaultKind(StrEnum):
@@ -169,52 +169,30 @@ class Operation:
         return f"{self.op}:{self.entity}" if self.entity else self.op
 
 
-def parse_rule(doc: Mapping[str, Any], *, default_id: str) -> FaultRule:
+def parse_rule(doc: Any, *, default_id: str) -> FaultRule:
     """A FaultRule from its TOML / JSON form; SimConfigError lists every problem."""
     problems: list[str] = []
-    known = {f.name: f for f in fields(FaultRule)}
-    kwargs: dict[str, Any] = {}
-    for key, value in doc.items():
-        if key not in known:
-            problems.append(f"fault {doc.get('id', default_id)}: unknown key {key!r}")
-            continue
-        kwargs[key] = value
-    where = f"fault {kwargs.get('id') or default_id}"
-    for name, enum in (("kind", FaultKind), ("distribution", Distribution)):
-        if name in kwargs:
-            try:
-                kwargs[name] = enum(kwargs[name])
-            except ValueError:
-                problems.append(f"{where}.{name}: one of {[m.value for m in enum]}")
-    if "kind" not in kwargs:
-        problems.append(f"{where}: 'kind' is required")
-    for f in fields(FaultRule):
-        if f.name not in kwargs or f.default is MISSING or f.default is None:
-            continue
-        value, expected = kwargs[f.name], type(f.default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            kwargs[f.name] = float(value)
-        elif isinstance(f.default, StrEnum):
-            continue
-        elif not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            problems.append(f"{where}.{f.name}: expected {expected.__name__}, got {value!r}")
-    op = str(kwargs.get("op", "*"))
-    if op != "*" and op.split(":", 1)[0] not in OPS:
+    raw: Mapping[str, Any] = doc if isinstance(doc, Mapping) else {}
+    where = f"fault {raw.get('id') or default_id}"
+    rule = build(FaultRule, doc, where, problems)
+    # Checked on the raw values, so they are listed even when the rule has other errors.
+    op = raw.get("op", "*")
+    if isinstance(op, str) and op != "*" and op.split(":", 1)[0] not in OPS:
         problems.append(f"{where}.op: '*' or one of {sorted(OPS)} (optionally ':<entity>')")
-    probability = kwargs.get("probability", 1.0)
+    probability = raw.get("probability", 1.0)
     if isinstance(probability, int | float) and not 0.0 <= probability <= 1.0:
         problems.append(f"{where}.probability: between 0 and 1")
-    preset = kwargs.get("preset")
-    if preset is not None and preset not in PRESETS and preset not in RAW_PRESETS:
+    preset = raw.get("preset")
+    if isinstance(preset, str) and preset not in PRESETS and preset not in RAW_PRESETS:
         problems.append(f"{where}.preset: one of {sorted(PRESETS) + sorted(RAW_PRESETS)}")
-    for name in ("after", "times"):
-        value = kwargs.get(name)
-        if isinstance(value, int) and value < 0:
-            problems.append(f"{where}.{name}: must be >= 0")
-    if problems:
+    problems.extend(
+        f"{where}.{name}: must be >= 0"
+        for name in ("after", "times", "stall_seconds", "latency_ms", "block_seconds")
+        if isinstance(raw.get(name), int | float) and raw[name] < 0
+    )
+    if problems or rule is None:
         raise SimConfigError(problems)
-    kwargs.setdefault("id", default_id)
-    return FaultRule(**kwargs)
+    return rule if rule.id else replace(rule, id=default_id)
 
 
 @dataclass

@@ -248,12 +248,22 @@ def parse_bool(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1")
 
 
-def _scalar(value: Any) -> Any:
-    """Graph returns numbers such as budgets as strings."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
+# Graph returns money amounts as strings of minor units and bids as integers.
+_MONEY_FIELDS = frozenset({"daily_budget", "lifetime_budget", "spend_cap"})
+_INT_FIELDS = frozenset({"bid_amount"})
+
+
+def _stored(name: str, value: Any) -> Any:
+    """A parameter as Graph stores and returns it (form values arrive as strings)."""
+    value = parse_json_param(value)
+    if (
+        name in _MONEY_FIELDS
+        and isinstance(value, int | float | str)
+        and not isinstance(value, bool)
+    ):
         return str(value)
+    if name in _INT_FIELDS and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
     return value
 
 
@@ -430,9 +440,7 @@ class World:
             status=status,
             created_time=now,
             updated_time=now,
-            params={
-                k: _scalar(parse_json_param(v)) for k, v in params.items() if k in spec.writable
-            },
+            params={k: _stored(k, v) for k, v in params.items() if k in spec.writable},
         )
         self._link_parents(obj, account, params)
         self._check_limits(kind, account.account_id, 1, adset_id=obj.adset_id)
@@ -449,19 +457,19 @@ class World:
             adset = self._parent(params["adset_id"], Kind.ADSET, account, "adset_id")
             obj.adset_id = adset.id
             obj.campaign_id = adset.campaign_id
-            creative = parse_json_param(params["creative"])
-            creative_id = creative.get("creative_id") if isinstance(creative, dict) else None
-            found = self.objects.get(str(creative_id))
-            if (
-                found is None
-                or found.kind is not Kind.CREATIVE
-                or found.account_id != account.account_id
-            ):
-                raise errors.invalid_parameter(
-                    'Invalid parameter: creative must be {"creative_id": <id of a creative>}',
-                    blame=[["creative"]],
-                )
-            obj.params["creative"] = {"id": found.id}
+            obj.params["creative"] = self._creative_ref(params["creative"], account.account_id)
+
+    def _creative_ref(self, raw: Any, account_id: str) -> dict[str, str]:
+        """`creative={"creative_id": X}` → the stored reference `{"id": X}`."""
+        creative = parse_json_param(raw)
+        creative_id = creative.get("creative_id") if isinstance(creative, dict) else None
+        found = self.objects.get(str(creative_id))
+        if found is None or found.kind is not Kind.CREATIVE or found.account_id != account_id:
+            raise errors.invalid_parameter(
+                'Invalid parameter: creative must be {"creative_id": <id of a creative>}',
+                blame=[["creative"]],
+            )
+        return {"id": found.id}
 
     def _parent(self, raw: Any, kind: Kind, account: Account, param: str) -> SimObject:
         parent = self.objects.get(str(raw))
@@ -506,6 +514,8 @@ class World:
         if "bytes" in params:
             try:
                 data = base64.b64decode(str(params["bytes"]), validate=True)
+                if not data:
+                    raise ValueError("empty image")
             except ValueError as exc:
                 raise errors.invalid_parameter(
                     "Param bytes must be base64", blame=[["bytes"]]
@@ -570,12 +580,25 @@ class World:
         now: float,
         persist: bool = True,
     ) -> dict[str, Any]:
-        """POST /{id}: change name, status and writable fields."""
+        """POST /{id}: change name, status and writable fields (an ad's creative too).
+
+        Deleted objects take only a new name; archived ones a name or a status of DELETED.
+        """
         obj = self.node(token, object_id, write=True, method="POST")
         spec = SPECS[obj.kind]
-        changes = {k: v for k, v in params.items() if k in spec.writable or k in ("name", "status")}
+        editable = (
+            spec.writable | {"name", "status"} | ({"creative"} if obj.kind is Kind.AD else set())
+        )
+        changes = {k: v for k, v in params.items() if k in editable}
         if obj.deleted and set(changes) - {"name"}:
-            raise errors.deleted_object_edit(obj.kind.value)
+            raise errors.restricted_edit(obj.kind.value, deleted=True)
+        if obj.status == "ARCHIVED" and set(changes) - {"name", "status"}:
+            raise errors.restricted_edit(obj.kind.value, deleted=False)
+        creative = (
+            self._creative_ref(changes.pop("creative"), obj.account_id)
+            if "creative" in changes
+            else None
+        )
         status = str(changes.get("status", obj.status)).upper()
         allowed = spec.statuses | {"DELETED", "ARCHIVED"}
         if status not in allowed or (
@@ -590,7 +613,9 @@ class World:
             obj.name = str(changes["name"])
         for key, value in changes.items():
             if key not in ("name", "status"):
-                obj.params[key] = _scalar(parse_json_param(value))
+                obj.params[key] = _stored(key, value)
+        if creative is not None:
+            obj.params["creative"] = creative
         obj.updated_time = now
         if status == "DELETED":
             self._delete_tree(obj, now=now)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,6 @@ from gateway.sim.model import (
     READABLE,
     SPECS,
     Account,
-    Kind,
     SimObject,
     World,
     parse_json_param,
@@ -140,6 +138,19 @@ FILTER_FIELDS = {
     "updated_time": "updated_time",
 }
 _STATUS_FIELDS = frozenset({"status", "effective_status"})
+_NUMERIC_OPERATORS = frozenset(
+    {"GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN", "LESS_THAN_OR_EQUAL"}
+)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -160,7 +171,7 @@ def parse_filtering(raw: Any, effective_status: Any = None) -> tuple[Filter, ...
                 blame=[["filtering"]],
             )
         for item in items:
-            if not isinstance(item, dict) or not {"field", "operator"} <= item.keys():
+            if not isinstance(item, dict) or not {"field", "operator", "value"} <= item.keys():
                 raise errors.invalid_parameter(
                     "Each filtering entry needs field, operator and value", blame=[["filtering"]]
                 )
@@ -180,12 +191,16 @@ def parse_filtering(raw: Any, effective_status: Any = None) -> tuple[Filter, ...
                 raise errors.invalid_parameter(
                     f"Filtering operator {operator} needs a list value", blame=[["filtering"]]
                 )
+            if operator in _NUMERIC_OPERATORS and not _is_number(value):
+                raise errors.invalid_parameter(
+                    f"Filtering operator {operator} needs a number", blame=[["filtering"]]
+                )
             out.append(Filter(FILTER_FIELDS[name], operator, value))
     if effective_status not in (None, ""):
         statuses = parse_json_param(effective_status)
-        if isinstance(statuses, str):
+        if isinstance(statuses, str) and statuses[:1] != "[":
             statuses = [s for s in statuses.split(",") if s]
-        if not isinstance(statuses, list):
+        if not isinstance(statuses, list) or not all(isinstance(s, str) for s in statuses):
             raise errors.invalid_parameter(
                 "Param effective_status must be a list", blame=[["effective_status"]]
             )
@@ -202,11 +217,10 @@ def _value(world: World, obj: SimObject, attr: str) -> Any:
 
 
 def _compare(actual: Any, operator: str, expected: Any) -> bool:
-    if operator in ("GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN", "LESS_THAN_OR_EQUAL"):
-        try:
-            a, e = float(actual), float(expected)
-        except (TypeError, ValueError):
+    if operator in _NUMERIC_OPERATORS:
+        if not _is_number(actual):
             return False
+        a, e = float(actual), float(expected)
         return {
             "GREATER_THAN": a > e,
             "GREATER_THAN_OR_EQUAL": a >= e,
@@ -281,11 +295,13 @@ def page(
     *,
     selection: Sequence[FieldSel] | None,
     page_url: str,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Graph's edge answer: `{"data": [...], "paging": {...}}` over *items* (newest first).
 
     Cursors name a position in creation order, so they stay valid when objects are added
-    or deleted; `next` is present only when more items follow.
+    or deleted; `next` is present only when more items follow. Like Graph's, the links carry
+    the access token, so a client can follow them as they are.
     """
     limits = world.limits
     limit = parse_limit(params.get("limit"), limits.page_default_limit, limits.page_max_limit)
@@ -304,6 +320,8 @@ def page(
     body: dict[str, Any] = {"data": [render(world, o, selection) for o in chunk]}
     if chunk:
         query = {k: v for k, v in params.items() if k not in ("after", "before") and _is_text(v)}
+        if token:
+            query["access_token"] = token
         paging: dict[str, Any] = {
             "cursors": {
                 "before": encode_cursor(chunk[0].seq),
@@ -326,14 +344,3 @@ def page(
 
 def _is_text(value: Any) -> bool:
     return isinstance(value, str | int | float) and not isinstance(value, bool)
-
-
-def render_filter_value(value: Any) -> str:
-    return json.dumps(value)
-
-
-def kinds_for_edge(edge: str) -> Kind | None:
-    for spec in SPECS.values():
-        if spec.edge == edge:
-            return spec.kind
-    return None

@@ -42,10 +42,19 @@ class RateModel:
         self._app_total = 0
 
     def _usage(self, account_id: str, now: float) -> AccountUsage:
+        """The account's usage brought up to *now*: decayed, or reset when a block ended.
+
+        While blocked the score stays at the maximum; when the block ends it is back to zero
+        (`reset_time_duration` counts down to exactly that moment).
+        """
         usage = self.accounts.setdefault(account_id, AccountUsage(updated_at=now))
-        rate = self.limits.max_score / self.limits.decay_seconds
-        usage.score = max(0.0, usage.score - max(0.0, now - usage.updated_at) * rate)
-        usage.updated_at = now
+        if usage.blocked_until:
+            if now >= usage.blocked_until:
+                usage.score, usage.blocked_until = 0.0, 0.0
+        else:
+            rate = self.limits.max_score / self.limits.decay_seconds
+            usage.score = max(0.0, usage.score - max(0.0, now - usage.updated_at) * rate)
+        usage.updated_at = max(usage.updated_at, now)
         return usage
 
     def _app_prune(self, now: float) -> None:

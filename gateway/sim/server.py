@@ -28,11 +28,11 @@ from gateway.sim.config import (
     SimConfigError,
     parse_account,
     parse_token,
-    update_object_limits,
-    update_rate_limits,
+    update_limits,
 )
 from gateway.sim.errors import GraphError
 from gateway.sim.faults import FaultRule
+from gateway.sim.routes import split_version
 from gateway.sim.simulator import OpRequest, OpResult, Simulator, new_trace_id
 
 log = logging.getLogger("gateway.sim")
@@ -115,7 +115,9 @@ async def _graph(request: web.Request) -> web.StreamResponse:
     try:
         params, files = await _read_params(request)
     except GraphError as exc:
-        return _graph_response(request, exc.status, exc.envelope(trace_id), trace_id, exc.headers)
+        version, _ = split_version(request.path, sim.config.default_version)
+        headers = exc.headers | {"facebook-api-version": version}
+        return _graph_response(request, exc.status, exc.envelope(trace_id), trace_id, headers)
     token = _take_token(request, params)
     req = OpRequest(
         method=request.method,
@@ -378,8 +380,7 @@ async def _limits(request: web.Request) -> web.StreamResponse:
     if not isinstance(body, dict) or not set(body) <= {"object_limits", "rate_limits"}:
         raise SimConfigError(["expected {'object_limits': {...}, 'rate_limits': {...}}"])
     sim = request.app[SIM]
-    objects = update_object_limits(sim.world.limits, body.get("object_limits", {}))
-    rates = update_rate_limits(sim.rates.limits, body.get("rate_limits", {}))
+    objects, rates = update_limits(sim.world.limits, sim.rates.limits, body)
     sim.world.limits = objects
     sim.rates.limits = rates
     state = sim.state()
@@ -403,7 +404,7 @@ async def _reset(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     config = request.app[INITIAL]
     if isinstance(body, dict) and "seed" in body:
-        if not isinstance(body["seed"], int):
+        if not isinstance(body["seed"], int) or isinstance(body["seed"], bool):
             raise SimConfigError(["seed: expected an integer"])
         config = SimConfig(**{**config.__dict__, "seed": body["seed"]})
     request.app[SIM].reset(config)

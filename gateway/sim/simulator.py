@@ -35,6 +35,7 @@ class OpRequest:
     token: str | None
     page_base: str  # scheme://host, for paging URLs
     in_batch: bool = False
+    version: str | None = None  # for batch ops: the batch's version, unless they name one
     # multipart part name -> (file name, content)
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
@@ -93,7 +94,7 @@ class Simulator:
     # --- one operation ---------------------------------------------------------------------
 
     async def run_op(self, req: OpRequest, *, trace_id: str) -> OpResult:
-        version, segments = split_version(req.path, self.config.default_version)
+        version, segments = split_version(req.path, req.version or self.config.default_version)
         route = classify(self.world, req.method, segments, req.params)
         operation = Operation(
             op=route.op,
@@ -103,17 +104,19 @@ class Simulator:
             account=route.account,
             in_batch=req.in_batch,
         )
-        fired = self.faults.fire(operation)
-        for rule, rng in fired:
-            if rule.kind is FaultKind.LATENCY:
-                await self.clock.sleep(rule.sample_latency(rng))
-        now = self.clock.now()
         result = OpResult(200, None, {"facebook-api-version": version})
-        kinds = {rule.kind for rule, _ in fired}
+        fired: list[tuple[FaultRule, Any]] = []
+        committed = False
         try:
-            if version_tuple(version) < version_tuple(self.config.min_version):
-                raise errors.deprecated_version(version)
+            self._check_version(version)
+            # Graph answers a bad token before anything else, so faults only meet
+            # authenticated calls.
             token = self.world.authenticate(req.token)
+            fired = self.faults.fire(operation)
+            for rule, rng in fired:
+                if rule.kind is FaultKind.LATENCY:
+                    await self.clock.sleep(rule.sample_latency(rng))
+            now = self.clock.now()
             if route.error is not None:
                 raise route.error
             account_num = route.account.removeprefix("act_") if route.account else None
@@ -122,30 +125,37 @@ class Simulator:
             self._apply_state_faults(fired, account_num, now=now)
             if raw := self._error_fault(fired):
                 result.status, result.raw = raw[0], (raw[1], raw[2])
-                return self._finish(req, operation, result, fired, committed=False, now=now)
-            if FaultKind.BATCH_NULL in kinds and req.in_batch:
-                executed = any(r.executed for r, _ in fired if r.kind is FaultKind.BATCH_NULL)
-                if executed:
-                    self._execute(route, token, req, version, now=now, persist=True)
-                result.null = True
-                return self._finish(req, operation, result, fired, committed=executed, now=now)
+                return self._finish(req, operation, result, fired, committed=False)
             if route.kind is RouteKind.BATCH:
                 # Each op counts toward the limits on its own, not the envelope.
-                await self._run_batch(req, result, trace_id=trace_id)
-                return self._finish(req, operation, result, fired, committed=False, now=now)
+                await self._run_batch(req, version, result, trace_id=trace_id)
+                return self._finish(req, operation, result, fired, committed=False)
             if throttle := self.rates.charge(
                 account_num, write=route.write, mutation=route.mutation, now=now
             ):
                 raise throttle
-            persist = FaultKind.SILENT_DROP not in kinds
-            result.body = self._execute(route, token, req, version, now=now, persist=persist)
-            committed = persist and route.write
+            kinds = {rule.kind for rule, _ in fired}
+            # A null batch entry: the op may have run ("not reported") or not ("not executed").
+            result.null = req.in_batch and FaultKind.BATCH_NULL in kinds
+            executed = not result.null or any(
+                r.executed for r, _ in fired if r.kind is FaultKind.BATCH_NULL
+            )
+            if executed:
+                persist = FaultKind.SILENT_DROP not in kinds
+                result.body = self._execute(route, token, req, version, now=now, persist=persist)
+                committed = persist and route.write
         except GraphError as exc:
             result.status = exc.status
             result.body = exc.envelope(trace_id)
             result.headers.update(exc.headers)
-            committed = False
-        return self._finish(req, operation, result, fired, committed=committed, now=now)
+        return self._finish(req, operation, result, fired, committed=committed)
+
+    def _check_version(self, version: str) -> None:
+        requested = version_tuple(version)
+        if requested < version_tuple(self.config.min_version):
+            raise errors.deprecated_version(version)
+        if requested > version_tuple(self.config.latest_version):
+            raise errors.unknown_path(f"/{version}")
 
     def _apply_state_faults(
         self, fired: list[tuple[FaultRule, Any]], account_num: str | None, *, now: float
@@ -178,8 +188,8 @@ class Simulator:
         fired: list[tuple[FaultRule, Any]],
         *,
         committed: bool,
-        now: float,
     ) -> OpResult:
+        now = self.clock.now()
         result.drop = result.drop or any(r.kind is FaultKind.DROP for r, _ in fired)
         stalls = [r.stall_seconds for r, _ in fired if r.kind is FaultKind.STALL]
         result.stall = max([result.stall, *stalls])
@@ -222,7 +232,9 @@ class Simulator:
                 ]
                 return {"data": [query.render(world, a, selection) for a in accounts]}
             case RouteKind.DEBUG_TOKEN:
-                return self._debug_token(str(params.get("input_token", "")), now=now)
+                if not params.get("input_token"):
+                    raise errors.missing_parameter("input_token")
+                return self._debug_token(str(params["input_token"]), now=now)
             case RouteKind.IDS:
                 return self._read_ids(token, str(params["ids"]), selection)
             case RouteKind.ACCOUNT:
@@ -233,6 +245,7 @@ class Simulator:
             case RouteKind.CREATE:
                 assert route.entity is not None  # noqa: S101  # classify sets it for creates
                 options = parse_json_param(params.get("execution_options")) or []
+                options = [options] if isinstance(options, str) else options
                 validate_only = isinstance(options, list) and "validate_only" in options
                 answer = world.create(
                     token,
@@ -275,12 +288,20 @@ class Simulator:
         items = world.children(parent, route.entity)
         if route.entity.value == "adimage" and params.get("hashes"):
             hashes = parse_json_param(params["hashes"])
-            wanted = set(hashes) if isinstance(hashes, list) else {str(hashes)}
+            if isinstance(hashes, str):
+                hashes = [hashes]
+            if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+                raise errors.invalid_parameter(
+                    "Param hashes must be a list of image hashes", blame=[["hashes"]]
+                )
+            wanted = set(hashes)
             items = [o for o in items if o.params.get("hash") in wanted]
         filters = query.parse_filtering(params.get("filtering"), params.get("effective_status"))
         items = query.select(world, items, filters)
         edge_url = f"{req.page_base}/{version}/{route.target}/{SPECS[route.entity].edge}"
-        return query.page(world, items, params, selection=selection, page_url=edge_url)
+        return query.page(
+            world, items, params, selection=selection, page_url=edge_url, token=req.token
+        )
 
     def _read_ids(
         self, token: Any, raw: str, selection: tuple[query.FieldSel, ...] | None
@@ -331,7 +352,9 @@ class Simulator:
 
     # --- batch -------------------------------------------------------------------------------
 
-    async def _run_batch(self, req: OpRequest, result: OpResult, *, trace_id: str) -> None:
+    async def _run_batch(
+        self, req: OpRequest, version: str, result: OpResult, *, trace_id: str
+    ) -> None:
         """POST with `batch`: every op runs in order; the answer is one entry per op.
 
         A connection fault (drop, stall) on any op applies to the whole HTTP answer, after
@@ -342,7 +365,7 @@ class Simulator:
         results: dict[str, Any] = {}
         entries: list[dict[str, Any] | None] = []
         for index, item in enumerate(ops):
-            entry, outcome = await self._batch_entry(index, item, req, results, trace_id)
+            entry, outcome = await self._batch_entry(index, item, req, version, results, trace_id)
             ok = outcome is not None and outcome.status == 200 and entry is not None
             if outcome is not None:
                 result.drop = result.drop or outcome.drop
@@ -362,6 +385,7 @@ class Simulator:
         index: int,
         item: dict[str, Any],
         req: OpRequest,
+        version: str,
         results: dict[str, Any],
         trace_id: str,
     ) -> tuple[dict[str, Any] | None, OpResult | None]:
@@ -383,7 +407,14 @@ class Simulator:
         token = params.pop("access_token", None) or req.token
         files = {name: req.files[name] for name in op.attached_files if name in req.files}
         sub = OpRequest(
-            op.method, op.path, params, token, req.page_base, in_batch=True, files=files
+            op.method,
+            op.path,
+            params,
+            token,
+            req.page_base,
+            in_batch=True,
+            version=version,
+            files=files,
         )
         outcome = await self.run_op(sub, trace_id=trace_id)
         if outcome.null:
@@ -394,7 +425,7 @@ class Simulator:
         return {
             "code": outcome.status,
             "headers": headers,
-            "body": json.dumps(outcome.body),
+            "body": _compact(outcome.body),
         }, outcome
 
     # --- control API views -----------------------------------------------------------------
@@ -406,6 +437,7 @@ class Simulator:
             "now": now,
             "default_version": self.config.default_version,
             "min_version": self.config.min_version,
+            "latest_version": self.config.latest_version,
             "accounts": [a.fields() for a in self.world.accounts.values()],
             "tokens": [
                 {
