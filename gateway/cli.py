@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -15,9 +16,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, logs
+from gateway.app import load_policy, serve
+from gateway.errors import ConfigError, StoreUnavailable
+from gateway.settings import Settings, load_settings
 from gateway.sim import SimConfig, SimConfigError, create_sim_app, load_config
 from gateway.sim.server import AccessLogger
+from gateway.stores import open_ledger
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +41,86 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8090, help="port to bind (default 8090)")
     sim.add_argument("--config", type=Path, help="TOML file: accounts, tokens, limits, faults")
     sim.add_argument("--seed", type=int, help="seed for fault injection (overrides the file)")
+
+    serve = commands.add_parser("serve", help="run the gateway (proxy and admin ports)")
+    _gateway_flags(serve)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (N>1 needs PostgreSQL and Redis)"
+    )
+    migrate = commands.add_parser("migrate", help="apply migrations/ to the configured database")
+    migrate.add_argument("--database", help="GATEWAY_DATABASE_URL (default sqlite:///gateway.db)")
+    check = commands.add_parser("check-policy", help="validate a policy file or directory")
+    check.add_argument("file", type=Path, help="a policy TOML file, or a directory of them")
     return parser
+
+
+def _gateway_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--upstream", help="GATEWAY_UPSTREAM (default https://graph.facebook.com)")
+    parser.add_argument("--listen", help="GATEWAY_LISTEN (default 127.0.0.1:8080)")
+    parser.add_argument("--admin-listen", help="GATEWAY_ADMIN_LISTEN (default 127.0.0.1:9090)")
+    parser.add_argument("--database", help="GATEWAY_DATABASE_URL (default sqlite:///gateway.db)")
+    parser.add_argument("--redis", help="GATEWAY_REDIS_URL (default: in-process coordination)")
+    parser.add_argument("--policy", help="GATEWAY_POLICY: a policy file or directory")
+    parser.add_argument("--log-format", choices=("json", "text"), help="GATEWAY_LOG_FORMAT")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    return load_settings(os.environ, flags)
+
+
+def _problems(title: str, problems: list[str]) -> int:
+    print(title, file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return 2
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+        load_policy(settings.policy_path)
+    except ConfigError as exc:
+        return _problems("invalid gateway configuration:", exc.problems)
+    logs.configure(settings.log_format)
+    try:
+        asyncio.run(
+            serve(settings, ready=lambda where: print(f"graph-gateway: {where}", flush=True))
+        )
+    except StoreUnavailable as exc:
+        return _problems("cannot open the ledger:", [exc.message])
+    except OSError as exc:
+        return _problems("cannot listen:", [str(exc)])
+    return 0
+
+
+def _run_migrate(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(os.environ, {"database": args.database})
+    except ConfigError as exc:
+        return _problems("invalid configuration:", exc.problems)
+
+    async def run() -> None:
+        ledger = await open_ledger(settings.database_url)  # applies what is missing
+        await ledger.aclose()
+
+    try:
+        asyncio.run(run())
+    except StoreUnavailable as exc:
+        return _problems("cannot migrate:", [exc.message])
+    print(f"migrations applied to {settings.database_url.split('@')[-1]}")
+    return 0
+
+
+def _run_check_policy(args: argparse.Namespace) -> int:
+    if not args.file.exists():
+        return _problems("invalid policy:", [f"{args.file}: no such file or directory"])
+    try:
+        load_policy(args.file)
+    except ConfigError as exc:
+        return _problems(f"{args.file}: invalid policy", exc.problems)
+    print(f"{args.file}: ok")
+    return 0
 
 
 def banner(config: SimConfig, url: str) -> str:
@@ -95,6 +179,12 @@ async def _serve(app: web.Application, host: str, port: int, announce: Callable[
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "sim":
-        return _run_sim(args)
+    handlers = {
+        "sim": _run_sim,
+        "serve": _run_serve,
+        "migrate": _run_migrate,
+        "check-policy": _run_check_policy,
+    }
+    if args.command in handlers:
+        return handlers[args.command](args)
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover

@@ -1,15 +1,17 @@
 """Test support shipped with the package, and the pytest plugin that exposes it.
 
 `running_simulator()` starts the Graph simulator on a free loopback port; `SimHandle` drives
-its control API over real HTTP. The `graph_sim` fixture gives each test a fresh simulator with
-the documented defaults; `graph_sim_factory` starts one from a configuration of the test's.
+its control API over real HTTP. `running_gateway()` starts the gateway in front of any
+upstream. The `graph_sim` fixture gives each test a fresh simulator with the documented
+defaults; `graph_sim_factory` starts one from a configuration of the test's.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiohttp
 import pytest
@@ -17,6 +19,11 @@ from aiohttp import web
 
 from gateway.sim import SimConfig, create_sim_app, parse_config
 from gateway.sim.server import AccessLogger
+
+if TYPE_CHECKING:
+    from gateway.context import Gateway
+    from gateway.core.policy import PolicySet
+    from gateway.ports import Ledger
 
 try:  # pytest-asyncio comes with pytest-aiohttp (the dev extra); the plugin works without it
     import pytest_asyncio
@@ -133,6 +140,52 @@ async def running_simulator(
         port = runner.addresses[0][1]
         session = await stack.enter_async_context(aiohttp.ClientSession())
         yield SimHandle(f"http://{host}:{port}", app, session)
+
+
+@dataclass
+class GatewayHandle:
+    """A running gateway: its proxy and admin base URLs and its shared parts."""
+
+    url: str
+    admin_url: str
+    gateway: Gateway
+
+
+@asynccontextmanager
+async def running_gateway(
+    upstream: str,
+    database_url: str,
+    *,
+    policy: PolicySet | None = None,
+    ledger: Ledger | None = None,
+    environ: Mapping[str, str] | None = None,
+    host: str = "127.0.0.1",
+) -> AsyncIterator[GatewayHandle]:
+    """Start the proxy and admin ports on free ports of *host* in front of *upstream*."""
+    # Imported here so the pytest plugin loads without the gateway's storage drivers.
+    from gateway.admin import create_admin_app
+    from gateway.app import create_proxy_app, open_gateway
+    from gateway.settings import load_settings
+
+    settings = load_settings(
+        environ or {},
+        {
+            "upstream": upstream,
+            "database": database_url,
+            "listen": f"{host}:1",
+            "admin_listen": f"{host}:1",
+        },
+    )
+    async with AsyncExitStack() as stack:
+        gw = await stack.enter_async_context(open_gateway(settings, policy=policy, ledger=ledger))
+        urls = []
+        for app in (create_proxy_app(gw), create_admin_app(gw)):
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, host, 0).start()
+            urls.append(f"http://{host}:{runner.addresses[0][1]}")
+        yield GatewayHandle(urls[0], urls[1], gw)
 
 
 SimFactory = Callable[..., Awaitable[SimHandle]]

@@ -7,119 +7,34 @@ against its ground truth (`graph_sim.objects()`, `graph_sim.requests()`).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
 import pytest
 
 from gateway.testing import SimHandle
-
-TOKEN = "sim-token-alice"
-ACCOUNT = "act_1001"
-TARGETING: dict[str, Any] = {
-    "geo_locations": {"countries": ["US", "CA"]},
-    "age_min": 18,
-    "age_max": 65,
-    "publisher_platforms": ["facebook"],
-}
-ERROR_KEYS_REQUIRED = {"message", "type", "code", "fbtrace_id"}
-ERROR_KEYS_ALLOWED = ERROR_KEYS_REQUIRED | {
-    "error_subcode",
-    "is_transient",
-    "error_data",
-    "error_user_title",
-    "error_user_msg",
-}
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: Any
-    headers: Mapping[str, str]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    token: str | None = TOKEN,
-    data: Any = None,
-    json_body: Any = None,
-    params: Mapping[str, str] | None = None,
-) -> Reply:
-    query = dict(params or {})
-    if token is not None:
-        query["access_token"] = token
-    async with http.request(method, url, params=query, data=data, json=json_body) as resp:
-        text = await resp.text()
-        return Reply(resp.status, json.loads(text) if text else None, resp.headers)
-
-
-async def python_batch(
-    http: aiohttp.ClientSession,
-    sim: SimHandle,
-    ops: list[Any],
-    *,
-    token: str | None = TOKEN,
-    extra: Mapping[str, str] | None = None,
-) -> Reply:
-    """The Python SDK's batch: `POST /v26.0/`, form field `batch` = compact, key-sorted JSON."""
-    form = {"batch": json.dumps(ops, sort_keys=True, separators=(",", ":")), **(extra or {})}
-    return await call(http, "POST", f"{sim.url}/v26.0/", token=token, data=form)
+from tests.sim.support import (
+    ACCOUNT,
+    TARGETING,
+    TOKEN,
+    Graph,
+    Reply,
+    adset_params,
+    campaign_params,
+    create_op,
+    error_of,
+    new_adset,
+    new_campaign,
+    node_op_body,
+    python_batch,
+    python_op_body,
+)
 
 
 async def node_batch(
-    http: aiohttp.ClientSession,
-    sim: SimHandle,
-    ops: list[dict[str, Any]],
-    *,
-    token: str | None = TOKEN,
+    graph: Graph, ops: list[dict[str, Any]], *, token: str | None = TOKEN
 ) -> Reply:
     """The Node SDK's batch: `POST /v24.0`, JSON body whose `batch` is an array."""
-    return await call(http, "POST", f"{sim.url}/v24.0", token=token, json_body={"batch": ops})
-
-
-def python_op_body(params: Mapping[str, Any]) -> str:
-    """`k=quote(v)` joined by `&`; dicts, lists and bools JSON-encoded with sorted keys."""
-    parts = []
-    for key, value in params.items():
-        if isinstance(value, dict | list | tuple | bool):
-            value = json.dumps(value, sort_keys=True, separators=(",", ":"))
-        parts.append(f"{key}={quote(str(value))}")
-    return "&".join(parts)
-
-
-def node_op_body(params: Mapping[str, Any]) -> str:
-    """`k=${v}` joined by `&`, not URL-encoded, nested values as JSON, then `&fields=`."""
-    parts = [
-        f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
-        for key, value in params.items()
-    ]
-    return "&".join([*parts, "fields="])
-
-
-def adset_params(campaign_id: str, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "campaign_id": campaign_id,
-        "daily_budget": 1000,
-        "billing_event": "IMPRESSIONS",
-        "optimization_goal": "LINK_CLICKS",
-        "bid_strategy": "LOWEST_COST_WITHOUT_CAP",
-        "status": "PAUSED",
-        "targeting": TARGETING,
-    }
+    return await graph("POST", "/v24.0", token=token, json_body={"batch": ops})
 
 
 def adset_body_referencing(op_name: str, name: str) -> str:
@@ -130,44 +45,7 @@ def adset_body_referencing(op_name: str, name: str) -> str:
 
 
 def campaign_body(name: str) -> str:
-    return python_op_body(
-        {
-            "name": name,
-            "objective": "OUTCOME_TRAFFIC",
-            "status": "PAUSED",
-            "special_ad_categories": [],
-        }
-    )
-
-
-async def create_campaign(http: aiohttp.ClientSession, sim: SimHandle, name: str) -> str:
-    reply = await call(
-        http,
-        "POST",
-        f"{sim.url}/v25.0/{ACCOUNT}/campaigns",
-        data={
-            "name": name,
-            "objective": "OUTCOME_TRAFFIC",
-            "status": "PAUSED",
-            "special_ad_categories": "[]",
-        },
-    )
-    assert reply.status == 200, reply.body
-    campaign_id: str = reply.body["id"]
-    return campaign_id
-
-
-async def create_adset(
-    http: aiohttp.ClientSession, sim: SimHandle, campaign_id: str, name: str
-) -> str:
-    form = {
-        k: v if isinstance(v, str) else json.dumps(v)
-        for k, v in adset_params(campaign_id, name).items()
-    }
-    reply = await call(http, "POST", f"{sim.url}/v25.0/{ACCOUNT}/adsets", data=form)
-    assert reply.status == 200, reply.body
-    adset_id: str = reply.body["id"]
-    return adset_id
+    return python_op_body(campaign_params(name))
 
 
 def assert_header_list(headers: Any) -> dict[str, str]:
@@ -199,19 +77,6 @@ def created_id(entry: Any) -> str:
     return object_id
 
 
-def error_of(envelope: Any) -> dict[str, Any]:
-    """The `error` object of Graph's envelope, after checking the envelope's shape."""
-    assert isinstance(envelope, dict)
-    assert set(envelope) == {"error"}
-    err = envelope["error"]
-    assert ERROR_KEYS_REQUIRED <= set(err) <= ERROR_KEYS_ALLOWED, err
-    assert isinstance(err["message"], str)
-    assert err["message"]
-    assert isinstance(err["fbtrace_id"], str)
-    assert err["fbtrace_id"]
-    return dict(err)
-
-
 def error_entry(entry: Any, *, code: int) -> dict[str, Any]:
     """The error of a failed entry: `{code, headers, body: "<error envelope as a string>"}`."""
     assert isinstance(entry, dict)
@@ -224,10 +89,10 @@ def error_entry(entry: Any, *, code: int) -> dict[str, Any]:
 
 class TestSdkEncodings:
     async def test_python_sdk_batch_creates_ad_sets_under_one_campaign(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """The Python SDK's form-encoded batch creates every ad set, answering in request order."""
-        campaign_id = await create_campaign(http, graph_sim, "py campaign")
+        campaign_id = await new_campaign(graph, "py campaign")
         names = [f"example batch adset {i}" for i in range(4)]
         ops = [
             {
@@ -240,7 +105,7 @@ class TestSdkEncodings:
         assert "%20" in ops[0]["body"]
         assert "targeting=%7B%22age_max%22" in ops[0]["body"]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         assert isinstance(reply.body, list)
@@ -254,10 +119,9 @@ class TestSdkEncodings:
             assert truth[object_id]["campaign_id"] == campaign_id
             assert truth[object_id]["account_id"] == ACCOUNT
             assert truth[object_id]["status"] == "PAUSED"
-        read = await call(
-            http,
+        read = await graph(
             "GET",
-            f"{graph_sim.url}/v26.0/{ids[0]}/",
+            f"/v26.0/{ids[0]}/",
             params={"fields": "name,campaign_id,daily_budget,targeting,status"},
         )
         assert read.status == 200
@@ -275,10 +139,10 @@ class TestSdkEncodings:
         assert traffic["operations"]["batch"] == 1
 
     async def test_node_sdk_batch_creates_ad_sets_under_one_campaign(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """The Node SDK's JSON batch (raw op bodies, `name`, `attachedFiles`, `fields=`) works."""
-        campaign_id = await create_campaign(http, graph_sim, "node campaign")
+        campaign_id = await new_campaign(graph, "node campaign")
         names = [f"example batch adset {i}" for i in range(3)]
         ops = [
             {
@@ -294,7 +158,7 @@ class TestSdkEncodings:
         assert ops[0]["body"].endswith("&fields=")
         assert 'targeting={"geo_locations":{"countries":["US","CA"]}' in ops[0]["body"]
 
-        reply = await node_batch(http, graph_sim, ops)
+        reply = await node_batch(graph, ops)
 
         assert reply.status == 200
         assert isinstance(reply.body, list)
@@ -305,10 +169,9 @@ class TestSdkEncodings:
         for object_id, name in zip(ids, names, strict=True):
             assert truth[object_id]["name"] == name
             assert truth[object_id]["campaign_id"] == campaign_id
-        read = await call(
-            http,
+        read = await graph(
             "GET",
-            f"{graph_sim.url}/v24.0/{ids[2]}",
+            f"/v24.0/{ids[2]}",
             params={"fields": "name,daily_budget,targeting"},
         )
         assert read.body == {
@@ -324,14 +187,12 @@ class TestSdkEncodings:
 
 class TestEntries:
     async def test_entries_carry_headers_as_name_value_pairs(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """Each entry's headers are `{name, value}` pairs: content type, version, usage."""
-        ops = [
-            {"method": "POST", "relative_url": f"{ACCOUNT}/campaigns", "body": campaign_body("c")}
-        ]
+        ops = [create_op("campaigns", campaign_params("c"))]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         (entry,) = reply.body
@@ -347,15 +208,15 @@ class TestEntries:
         assert set(json.loads(headers["X-Business-Use-Case-Usage"])) == {"1001"}
 
     async def test_entry_bodies_are_compact_json_strings(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """Entry bodies are JSON text in Graph's compact form, success and error alike."""
         ops = [
-            {"method": "POST", "relative_url": f"{ACCOUNT}/campaigns", "body": campaign_body("c")},
+            create_op("campaigns", campaign_params("c")),
             {"method": "POST", "relative_url": f"{ACCOUNT}/campaigns", "body": "name=no+objective"},
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         for entry in reply.body:
@@ -363,16 +224,16 @@ class TestEntries:
             assert text == json.dumps(json.loads(text), separators=(",", ":"))
 
     async def test_include_headers_false_drops_the_headers(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """With `include_headers=false` every entry is just `{code, body}`."""
-        campaign_id = await create_campaign(http, graph_sim, "c")
+        campaign_id = await new_campaign(graph, "c")
         ops = [
             {"method": "GET", "relative_url": f"{campaign_id}?fields=name"},
             {"method": "GET", "relative_url": "999999999?fields=name"},
         ]
 
-        reply = await python_batch(http, graph_sim, ops, extra={"include_headers": "false"})
+        reply = await python_batch(graph, ops, extra={"include_headers": "false"})
 
         assert reply.status == 200
         ok, missing = reply.body
@@ -385,10 +246,10 @@ class TestEntries:
         assert (err["code"], err["error_subcode"]) == (100, 33)
 
     async def test_one_failing_op_gets_an_error_entry_and_the_rest_succeed(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """A bad op's entry holds the error envelope as a string; the batch is still HTTP 200."""
-        campaign_id = await create_campaign(http, graph_sim, "c")
+        campaign_id = await new_campaign(graph, "c")
         bad = adset_params(campaign_id, "bad")
         del bad["campaign_id"]
         ops = [
@@ -405,7 +266,7 @@ class TestEntries:
             },
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         first, failed, third = reply.body
@@ -422,11 +283,11 @@ class TestEntries:
         assert traffic["committed"]["create:adset"] == 2
 
     async def test_get_and_delete_ops_run_in_order(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """GET and DELETE ops answer like their top-level requests, in request order."""
-        campaign_id = await create_campaign(http, graph_sim, "c")
-        adset_id = await create_adset(http, graph_sim, campaign_id, "doomed")
+        campaign_id = await new_campaign(graph, "c")
+        adset_id = await new_adset(graph, campaign_id, "doomed")
         ops = [
             {"method": "GET", "relative_url": f"{campaign_id}?fields=name,status"},
             {"method": "DELETE", "relative_url": adset_id},
@@ -434,7 +295,7 @@ class TestEntries:
             {"method": "GET", "relative_url": f"{campaign_id}/adsets"},
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         read, deleted, reread, listing = (ok_body(entry) for entry in reply.body)
@@ -454,16 +315,16 @@ class TestEntries:
 
 class TestRelativeUrl:
     async def test_relative_url_may_carry_a_version(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """`v24.0/<id>` is served at that version, as the entry's header says."""
-        campaign_id = await create_campaign(http, graph_sim, "versioned")
+        campaign_id = await new_campaign(graph, "versioned")
         ops = [
             {"method": "GET", "relative_url": f"v24.0/{campaign_id}?fields=name"},
             {"method": "GET", "relative_url": f"/v23.0/{campaign_id}?fields=status"},
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         first, second = reply.body
@@ -473,11 +334,11 @@ class TestRelativeUrl:
         assert assert_header_list(second["headers"])["facebook-api-version"] == "v23.0"
 
     async def test_relative_url_query_string_supplies_parameters(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """Parameters in relative_url's query count like body parameters, for GET and POST."""
-        older = await create_campaign(http, graph_sim, "older")
-        newer = await create_campaign(http, graph_sim, "newer")
+        older = await new_campaign(graph, "older")
+        newer = await new_campaign(graph, "newer")
         ops = [
             {"method": "GET", "relative_url": f"{ACCOUNT}/campaigns?fields=name&limit=1"},
             {
@@ -487,7 +348,7 @@ class TestRelativeUrl:
             },
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         listing = ok_body(reply.body[0])
@@ -499,9 +360,7 @@ class TestRelativeUrl:
 
 
 class TestDependencies:
-    async def test_named_result_feeds_a_later_op(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
-    ) -> None:
+    async def test_named_result_feeds_a_later_op(self, graph_sim: SimHandle, graph: Graph) -> None:
         """`{result=camp:$.id}` in a body and a relative_url is the id the named op created."""
         ops = [
             {
@@ -518,7 +377,7 @@ class TestDependencies:
             {"method": "GET", "relative_url": "{result=camp:$.id}?fields=name"},
         ]
 
-        reply = await node_batch(http, graph_sim, ops)
+        reply = await node_batch(graph, ops)
 
         assert reply.status == 200
         campaign_id = created_id(reply.body[0])
@@ -530,17 +389,17 @@ class TestDependencies:
         assert adset["name"] == "child"
 
     async def test_wildcard_result_joins_every_match_with_commas(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """`ids={result=list:$.data.*.id}` reads every object the named listing returned."""
-        first = await create_campaign(http, graph_sim, "first")
-        second = await create_campaign(http, graph_sim, "second")
+        first = await new_campaign(graph, "first")
+        second = await new_campaign(graph, "second")
         ops = [
             {"method": "GET", "name": "list", "relative_url": f"{ACCOUNT}/campaigns?fields=id"},
             {"method": "GET", "relative_url": "?ids={result=list:$.data.*.id}&fields=name"},
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         listing, multi = (ok_body(entry) for entry in reply.body)
@@ -551,7 +410,7 @@ class TestDependencies:
         }
 
     async def test_depends_on_a_failed_op_gives_an_error_entry(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """An op depending on a failed op does not run; its entry is a Graph error."""
         ops = [
@@ -572,14 +431,10 @@ class TestDependencies:
                 "relative_url": f"{ACCOUNT}/adsets",
                 "body": adset_body_referencing("camp", "orphan"),
             },
-            {
-                "method": "POST",
-                "relative_url": f"{ACCOUNT}/campaigns",
-                "body": campaign_body("independent"),
-            },
+            create_op("campaigns", campaign_params("independent")),
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         failed, dependent, referencing, independent = reply.body
@@ -594,7 +449,7 @@ class TestDependencies:
         assert "create:adset" not in traffic["operations"]
 
     async def test_omit_response_on_success_gives_a_null_entry(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """An op with `omit_response_on_success: true` answers `null`; its result still feeds."""
         ops = [
@@ -613,7 +468,7 @@ class TestDependencies:
             },
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         omitted, child = reply.body
@@ -626,7 +481,7 @@ class TestDependencies:
         assert adset["campaign_id"] == campaign["id"]
 
     async def test_omit_response_on_success_keeps_a_failed_entry(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """`omit_response_on_success` hides only successes: a failure is still reported."""
         ops = [
@@ -640,7 +495,7 @@ class TestDependencies:
             {"method": "GET", "relative_url": "{result=camp:$.id}?fields=name"},
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         failed, dependent = reply.body
@@ -650,11 +505,11 @@ class TestDependencies:
 
 class TestTokens:
     async def test_per_op_token_overrides_the_top_level_token(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """An op's own expired `access_token` fails only that op with 190; the others succeed."""
         ops = [
-            {"method": "POST", "relative_url": f"{ACCOUNT}/campaigns", "body": campaign_body("a")},
+            create_op("campaigns", campaign_params("a")),
             {
                 "method": "POST",
                 "relative_url": f"{ACCOUNT}/campaigns",
@@ -663,7 +518,7 @@ class TestTokens:
             {"method": "GET", "relative_url": "me?access_token=sim-token-bob"},
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         ok, expired, bob = reply.body
@@ -677,14 +532,14 @@ class TestTokens:
         assert [(row["id"], row["name"]) for row in truth] == [(created, "a")]
 
     async def test_invalid_top_level_token_fails_the_whole_batch(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """A batch sent with an invalid token is one 190 error; no op runs."""
         ops = [
-            {"method": "POST", "relative_url": f"{ACCOUNT}/campaigns", "body": campaign_body("x")},
+            create_op("campaigns", campaign_params("x")),
         ]
 
-        reply = await python_batch(http, graph_sim, ops, token="sim-token-invalid")
+        reply = await python_batch(graph, ops, token="sim-token-invalid")
 
         assert reply.status == 400
         err = error_of(reply.body)
@@ -696,20 +551,11 @@ class TestTokens:
 
 
 class TestMalformedBatches:
-    async def test_fifty_ops_are_accepted(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
-    ) -> None:
+    async def test_fifty_ops_are_accepted(self, graph_sim: SimHandle, graph: Graph) -> None:
         """Fifty ops, Graph's maximum, all run."""
-        ops = [
-            {
-                "method": "POST",
-                "relative_url": f"{ACCOUNT}/campaigns",
-                "body": campaign_body(f"c{i}"),
-            }
-            for i in range(50)
-        ]
+        ops = [create_op("campaigns", campaign_params(f"c{i}")) for i in range(50)]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         ids = [created_id(entry) for entry in reply.body]
@@ -717,19 +563,12 @@ class TestMalformedBatches:
         assert truth == {object_id: f"c{i}" for i, object_id in enumerate(ids)}
 
     async def test_more_than_fifty_ops_is_an_error_and_runs_nothing(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """Fifty-one ops answer HTTP 400 with a Graph error and create nothing."""
-        ops = [
-            {
-                "method": "POST",
-                "relative_url": f"{ACCOUNT}/campaigns",
-                "body": campaign_body(f"c{i}"),
-            }
-            for i in range(51)
-        ]
+        ops = [create_op("campaigns", campaign_params(f"c{i}")) for i in range(51)]
 
-        reply = await node_batch(http, graph_sim, ops)
+        reply = await node_batch(graph, ops)
 
         assert reply.status == 400
         err = error_of(reply.body)
@@ -744,10 +583,10 @@ class TestMalformedBatches:
         ids=["not-json", "object", "empty", "string", "blank"],
     )
     async def test_batch_that_is_not_a_non_empty_json_array_is_refused(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession, raw: str
+        self, graph_sim: SimHandle, graph: Graph, raw: str
     ) -> None:
         """A `batch` that is not a non-empty JSON array is a Graph-shaped HTTP 400."""
-        reply = await call(http, "POST", f"{graph_sim.url}/v26.0/", data={"batch": raw})
+        reply = await graph("POST", "/v26.0/", data={"batch": raw})
 
         assert reply.status == 400
         err = error_of(reply.body)
@@ -758,24 +597,24 @@ class TestMalformedBatches:
         "raw", [{}, [], "nope", 7], ids=["object", "empty", "string", "number"]
     )
     async def test_json_batch_that_is_not_a_non_empty_array_is_refused(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession, raw: Any
+        self, graph_sim: SimHandle, graph: Graph, raw: Any
     ) -> None:
         """The Node form (`{"batch": ...}` JSON body) is validated the same way."""
-        reply = await call(http, "POST", f"{graph_sim.url}/v24.0", json_body={"batch": raw})
+        reply = await graph("POST", "/v24.0", json_body={"batch": raw})
 
         assert reply.status == 400
         assert error_of(reply.body)["code"] == 100
 
     async def test_op_without_relative_url_fails_the_batch(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """An op with no relative_url is a Graph-shaped HTTP 400 for the batch; nothing runs."""
         ops = [
-            {"method": "POST", "relative_url": f"{ACCOUNT}/campaigns", "body": campaign_body("a")},
+            create_op("campaigns", campaign_params("a")),
             {"method": "POST", "body": campaign_body("b")},
         ]
 
-        reply = await python_batch(http, graph_sim, ops)
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 400
         err = error_of(reply.body)
@@ -784,10 +623,10 @@ class TestMalformedBatches:
         assert await graph_sim.objects() == []
 
     async def test_op_that_is_not_an_object_fails_the_batch(
-        self, graph_sim: SimHandle, http: aiohttp.ClientSession
+        self, graph_sim: SimHandle, graph: Graph
     ) -> None:
         """An op that is not a JSON object is a Graph-shaped HTTP 400 for the batch."""
-        reply = await python_batch(http, graph_sim, [{"method": "GET", "relative_url": "me"}, "me"])
+        reply = await python_batch(graph, [{"method": "GET", "relative_url": "me"}, "me"])
 
         assert reply.status == 400
         assert error_of(reply.body)["code"] == 100

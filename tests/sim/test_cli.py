@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +15,12 @@ import aiohttp
 import pytest
 
 from gateway import __version__
+from tests.sim.support import Graph, campaign_params, create
 
 # Python start-up plus importing aiohttp can be slow on a loaded CI machine.
 START_TIMEOUT_SECONDS = 30.0
 EXIT_TIMEOUT_SECONDS = 10.0
-CAMPAIGN = {
-    "name": "cli campaign",
-    "objective": "OUTCOME_TRAFFIC",
-    "status": "PAUSED",
-    "special_ad_categories": "[]",
-}
+CAMPAIGN = campaign_params("cli campaign")
 GOOD_TOML = """\
 seed = 42
 
@@ -137,12 +132,6 @@ async def banner_of(sim: SimProcess) -> str:
     return await asyncio.wait_for(asyncio.to_thread(sim.read_banner), START_TIMEOUT_SECONDS)
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
 async def test_sim_prints_a_banner_and_serves_graph_until_terminated(
     start_sim: Callable[..., SimProcess], http: aiohttp.ClientSession
 ) -> None:
@@ -157,17 +146,12 @@ async def test_sim_prints_a_banner_and_serves_graph_until_terminated(
         assert token in banner
     await asyncio.to_thread(sim.wait_until_listening)
 
-    async with http.post(
-        f"{sim.url}/v25.0/act_1001/campaigns",
-        params={"access_token": "sim-token-alice"},
-        data=CAMPAIGN,
-    ) as resp:
-        assert resp.status == 200
-        campaign_id = (await resp.json())["id"]
-    async with http.get(f"{sim.url}/__sim/objects") as resp:
-        objects = (await resp.json())["objects"]
-    async with http.get(f"{sim.url}/__sim/state") as resp:
-        state = await resp.json()
+    graph = Graph(http, sim.url)
+    reply = await create(graph, "campaigns", CAMPAIGN)
+    assert reply.status == 200
+    campaign_id = reply.body["id"]
+    objects = (await graph.control("GET", "objects")).body["objects"]
+    state = (await graph.control("GET", "state")).body
 
     assert [o["id"] for o in objects] == [campaign_id]
     assert state["seed"] == 3
@@ -276,21 +260,13 @@ async def test_sim_with_a_good_config_makes_its_extra_account_usable(
     assert "rehearsal-token" in banner
     await asyncio.to_thread(sim.wait_until_listening)
 
-    async with http.post(
-        f"{sim.url}/v25.0/act_4001/campaigns",
-        params={"access_token": "rehearsal-token"},
-        data=CAMPAIGN,
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-    async with http.post(
-        f"{sim.url}/v25.0/act_1001/campaigns",
-        params={"access_token": "rehearsal-token"},
-        data=CAMPAIGN,
-    ) as resp:
-        assert resp.status == 400, "the token is limited to act_4001"
-        assert json.loads(await resp.text())["error"]["error_subcode"] == 33
-    async with http.get(f"{sim.url}/__sim/state") as resp:
-        state = await resp.json()
+    graph = Graph(http, sim.url)
+    reply = await create(graph, "campaigns", CAMPAIGN, account="act_4001", token="rehearsal-token")
+    assert reply.status == 200, reply.text
+    reply = await create(graph, "campaigns", CAMPAIGN, token="rehearsal-token")
+    assert reply.status == 400, "the token is limited to act_4001"
+    assert reply.body["error"]["error_subcode"] == 33
+    state = (await graph.control("GET", "state")).body
 
     assert state["seed"] == 5
     [account] = [a for a in state["accounts"] if a["id"] == "act_4001"]

@@ -13,130 +13,42 @@ import json
 import re
 import struct
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
-from multidict import CIMultiDictProxy
 
-from gateway.testing import SimHandle
+from tests.sim.support import (
+    ACCOUNT,
+    API,
+    METHOD,
+    TARGETING,
+    TOKEN,
+    UNPINNED,
+    Graph,
+    ad_params,
+    assert_graph_error,
+    create,
+    new_ad,
+    new_adset,
+    new_campaign,
+    new_creative,
+    ok,
+)
 
-ALICE = "sim-token-alice"
 EXPIRED = "sim-token-expired"
 INVALID = "sim-token-invalid"
 READONLY = "sim-token-readonly"
 ALICE_USER_ID = "10001"
 
-ACTIVE_ACCOUNT = "act_1001"
 DISABLED_ACCOUNT = "act_2001"
 UNSETTLED_ACCOUNT = "act_3001"
 
-OAUTH = "OAuthException"
-METHOD = "GraphMethodException"
-API = "FacebookApiException"
-
 GRAPH_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+0000$")
-TARGETING = {
-    "age_max": 65,
-    "age_min": 18,
-    "geo_locations": {"countries": ["US", "CA"]},
-    "publisher_platforms": ["facebook"],
-}
 
 
-# --- sending requests --------------------------------------------------------------------------
-
-
-class Reply(NamedTuple):
-    status: int
-    body: Any
-    headers: CIMultiDictProxy[str]
-
-
-class Graph:
-    """Sends one request to the simulator as a Graph client would; returns (status, body, headers).
-
-    The token goes in the query string, as both official SDKs send it, unless *token* is None.
-    *path* may also be a full URL (a paging `next` link).
-    """
-
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.session = session
-        self.base = base
-
-    async def __call__(
-        self,
-        method: str,
-        path: str,
-        *,
-        token: str | None = ALICE,
-        params: Mapping[str, str] | None = None,
-        data: Any = None,
-        json_body: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Reply:
-        query = dict(params or {})
-        if token is not None:
-            query["access_token"] = token
-        url = path if path.startswith("http") else self.base + path
-        async with self.session.request(
-            method, url, params=query, data=data, json=json_body, headers=headers
-        ) as resp:
-            raw = await resp.read()
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                raise AssertionError(f"HTTP {resp.status}, not JSON: {raw[:300]!r}") from None
-            return Reply(resp.status, body, resp.headers)
-
-
-@pytest.fixture
-async def graph(graph_sim: SimHandle) -> AsyncIterator[Graph]:
-    async with aiohttp.ClientSession() as session:
-        yield Graph(session, graph_sim.url)
-
-
-class Unpinned:
-    """A value the notes do not pin down: any is accepted."""
-
-
-UNPINNED = Unpinned()
-
-
-def assert_graph_error(
-    reply: Reply,
-    *,
-    status: int,
-    code: int,
-    subcode: int | Unpinned | None = None,
-    type_: str | Unpinned = OAUTH,
-    is_transient: bool | None = None,
-) -> dict[str, Any]:
-    """Graph's envelope: `{"error": {message, type, code[, error_subcode], fbtrace_id}}`.
-
-    *subcode* None means the answer must carry no `error_subcode`; *is_transient* None means
-    the flag is not checked; UNPINNED accepts any subcode or any type.
-    """
-    assert reply.status == status, reply.body
-    assert isinstance(reply.body, dict), reply.body
-    assert "error" in reply.body, reply.body
-    err: dict[str, Any] = reply.body["error"]
-    assert err["code"] == code, err
-    if not isinstance(subcode, Unpinned):
-        assert err.get("error_subcode") == subcode, err
-    assert isinstance(err["type"], str), err
-    if not isinstance(type_, Unpinned):
-        assert err["type"] == type_, err
-    assert isinstance(err["message"], str), err
-    assert err["message"], err
-    assert isinstance(err["fbtrace_id"], str), err
-    assert err["fbtrace_id"], err
-    if is_transient is not None:
-        assert err["is_transient"] is is_transient, err
-    assert reply.headers["Content-Type"].startswith("application/json"), reply.headers
-    assert reply.headers["x-fb-trace-id"] == err["fbtrace_id"]
-    return err
+# --- checking answers --------------------------------------------------------------------------
 
 
 def blame(err: Mapping[str, Any]) -> Any:
@@ -147,78 +59,7 @@ def blame(err: Mapping[str, Any]) -> Any:
     return data["blame_field_specs"]
 
 
-def ok(reply: Reply) -> Any:
-    assert reply.status == 200, reply.body
-    return reply.body
-
-
 # --- building ad objects ---------------------------------------------------------------------
-
-
-async def new_campaign(
-    graph: Graph, name: str = "Campaign", *, status: str = "PAUSED", account: str = ACTIVE_ACCOUNT
-) -> str:
-    body = ok(
-        await graph(
-            "POST",
-            f"/v25.0/{account}/campaigns",
-            data={
-                "name": name,
-                "objective": "OUTCOME_TRAFFIC",
-                "status": status,
-                "special_ad_categories": "[]",
-            },
-        )
-    )
-    return str(body["id"])
-
-
-async def new_adset(
-    graph: Graph, campaign_id: str, name: str = "Ad set", *, status: str = "PAUSED"
-) -> str:
-    body = ok(
-        await graph(
-            "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/adsets",
-            data={
-                "name": name,
-                "campaign_id": campaign_id,
-                "daily_budget": "1000",
-                "billing_event": "IMPRESSIONS",
-                "optimization_goal": "LINK_CLICKS",
-                "bid_strategy": "LOWEST_COST_WITHOUT_CAP",
-                "status": status,
-                "targeting": json.dumps(TARGETING, sort_keys=True, separators=(",", ":")),
-            },
-        )
-    )
-    return str(body["id"])
-
-
-async def new_creative(graph: Graph, name: str = "Creative") -> str:
-    body = ok(
-        await graph(
-            "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/adcreatives",
-            data={"name": name, "title": "Hello", "body": "World", "link_url": "https://x.test"},
-        )
-    )
-    return str(body["id"])
-
-
-async def new_ad(
-    graph: Graph, adset_id: str, creative_id: str, name: str = "Ad", *, status: str = "PAUSED"
-) -> Reply:
-    return await graph(
-        "POST",
-        f"/v25.0/{ACTIVE_ACCOUNT}/ads",
-        data={
-            "name": name,
-            "adset_id": adset_id,
-            "creative": json.dumps({"creative_id": creative_id}, separators=(",", ":")),
-            "status": status,
-        },
-    )
 
 
 class Tree(NamedTuple):
@@ -232,8 +73,8 @@ async def new_tree(graph: Graph, label: str = "T", *, status: str = "PAUSED") ->
     campaign = await new_campaign(graph, f"{label} campaign", status=status)
     adset = await new_adset(graph, campaign, f"{label} ad set", status=status)
     creative = await new_creative(graph, f"{label} creative")
-    ad = ok(await new_ad(graph, adset, creative, f"{label} ad", status=status))["id"]
-    return Tree(campaign, adset, creative, str(ad))
+    ad = await new_ad(graph, adset, creative, f"{label} ad", status=status)
+    return Tree(campaign, adset, creative, ad)
 
 
 def ids_of(body: Mapping[str, Any]) -> list[str]:
@@ -271,7 +112,7 @@ class TestErrors:
 
     async def test_invalid_token_gets_190_467_with_www_authenticate(self, graph):
         """A revoked token is refused with 190/467, HTTP 400 and an OAuth WWW-Authenticate."""
-        reply = await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", token=INVALID)
+        reply = await graph("GET", f"/v25.0/{ACCOUNT}/campaigns", token=INVALID)
         assert_graph_error(reply, status=400, code=190, subcode=467)
         assert reply.headers["WWW-Authenticate"].startswith(
             'OAuth "Facebook Platform" "invalid_token"'
@@ -285,7 +126,7 @@ class TestErrors:
 
     async def test_missing_token_gets_104(self, graph):
         """A request without any token is 104 "An access token is required"."""
-        reply = await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", token=None)
+        reply = await graph("GET", f"/v25.0/{ACCOUNT}/campaigns", token=None)
         assert_graph_error(reply, status=400, code=104)
 
     async def test_bad_token_is_reported_before_a_bad_path(self, graph):
@@ -320,13 +161,13 @@ class TestErrors:
     )
     async def test_unknown_path_components_get_2500(self, graph, tail):
         """Path segments beyond node/edge are 2500 "Unknown path components"."""
-        reply = await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}{tail}")
+        reply = await graph("GET", f"/v25.0/{ACCOUNT}{tail}")
         err = assert_graph_error(reply, status=400, code=2500)
         assert err["message"].startswith("Unknown path components: /extra")
 
     async def test_nonexisting_edge_on_account_is_100(self, graph):
         """GET /act_1001/foo is 100 "Tried accessing nonexisting field (foo) on ... (AdAccount)"."""
-        reply = await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/foo")
+        reply = await graph("GET", f"/v25.0/{ACCOUNT}/foo")
         err = assert_graph_error(reply, status=400, code=100)
         assert "nonexisting field (foo)" in err["message"]
         assert "(AdAccount)" in err["message"]
@@ -343,7 +184,7 @@ class TestErrors:
         """A token without ads_management that creates is refused with code 200, HTTP 403."""
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             token=READONLY,
             data={"name": "x", "objective": "OUTCOME_TRAFFIC", "special_ad_categories": "[]"},
         )
@@ -381,7 +222,7 @@ class TestErrors:
 
     @pytest.mark.parametrize(
         ("method", "path"),
-        [("GET", "/v12.0/me"), ("POST", f"/v18.0/{ACTIVE_ACCOUNT}/campaigns")],
+        [("GET", "/v12.0/me"), ("POST", f"/v18.0/{ACCOUNT}/campaigns")],
     )
     async def test_deprecated_version_gets_2635(self, graph, graph_sim, method, path):
         """Calls on a version older than the oldest served one are 2635 and change nothing."""
@@ -400,7 +241,7 @@ class TestErrors:
         """A campaign without `objective` is 100 with blame_field_specs [["objective"]]."""
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             data={"name": "x", "status": "PAUSED", "special_ad_categories": "[]"},
         )
         err = assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
@@ -411,7 +252,7 @@ class TestErrors:
         """Campaigns are created ACTIVE or PAUSED only; anything else blames `status`."""
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             data={
                 "name": "x",
                 "objective": "OUTCOME_TRAFFIC",
@@ -427,9 +268,9 @@ class TestTokens:
     @pytest.mark.parametrize(
         ("params", "headers"),
         [
-            ({"access_token": ALICE}, {}),
-            ({}, {"Authorization": f"Bearer {ALICE}"}),
-            ({}, {"Authorization": f"OAuth {ALICE}"}),
+            ({"access_token": TOKEN}, {}),
+            ({}, {"Authorization": f"Bearer {TOKEN}"}),
+            ({}, {"Authorization": f"OAuth {TOKEN}"}),
         ],
         ids=["query", "bearer", "oauth"],
     )
@@ -444,14 +285,14 @@ class TestTokens:
     async def test_token_is_accepted_from_the_body(self, graph, graph_sim, placement):
         """`access_token` in a form body or a JSON body authenticates a create."""
         fields = {
-            "access_token": ALICE,
+            "access_token": TOKEN,
             "name": "body token",
             "objective": "OUTCOME_TRAFFIC",
             "special_ad_categories": "[]",
         }
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             token=None,
             data=fields if placement == "form" else None,
             json_body=fields if placement == "json" else None,
@@ -464,7 +305,7 @@ class TestTokens:
     async def test_read_only_token_reads(self, graph):
         """A token with only ads_read can read accounts, edges and objects."""
         campaign = await new_campaign(graph, "readable")
-        edge = ok(await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", token=READONLY))
+        edge = ok(await graph("GET", f"/v25.0/{ACCOUNT}/campaigns", token=READONLY))
         assert ids_of(edge) == [campaign]
         node = ok(await graph("GET", f"/v25.0/{campaign}", token=READONLY))
         assert node == {"id": campaign, "name": "readable"}
@@ -480,22 +321,22 @@ class TestTokens:
         )
         by_id = {item["id"]: item for item in body["data"]}
         assert set(by_id) == {"act_1001", "act_1002", DISABLED_ACCOUNT, UNSETTLED_ACCOUNT}
-        assert by_id[ACTIVE_ACCOUNT]["account_status"] == 1
+        assert by_id[ACCOUNT]["account_status"] == 1
         assert by_id[DISABLED_ACCOUNT]["account_status"] == 2
         assert by_id[UNSETTLED_ACCOUNT]["account_status"] == 3
-        assert by_id[ACTIVE_ACCOUNT]["name"] == "Sim Active Account"
+        assert by_id[ACCOUNT]["name"] == "Sim Active Account"
 
     async def test_token_limited_to_some_accounts_sees_only_those(self, graph, graph_sim):
         """A token granted act_1002 only lists act_1002; other accounts look missing (100/33)."""
         await graph_sim.put_token(token="sim-token-carol", accounts=["act_1002"])
         body = ok(await graph("GET", "/v25.0/me/adaccounts", token="sim-token-carol"))
         assert ids_of(body) == ["act_1002"]
-        reply = await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", token="sim-token-carol")
+        reply = await graph("GET", f"/v25.0/{ACCOUNT}/campaigns", token="sim-token-carol")
         assert_graph_error(reply, status=400, code=100, subcode=33, type_=METHOD)
 
     async def test_debug_token_describes_a_valid_token(self, graph):
         """/debug_token?input_token= for a valid token: is_valid, user, app and scopes."""
-        body = ok(await graph("GET", "/v25.0/debug_token", params={"input_token": ALICE}))
+        body = ok(await graph("GET", "/v25.0/debug_token", params={"input_token": TOKEN}))
         data = body["data"]
         assert data["is_valid"] is True
         assert data["user_id"] == ALICE_USER_ID
@@ -548,7 +389,7 @@ class TestPaths:
     async def test_edge_with_trailing_slash_works(self, graph):
         """`/v26.0/act_1001/campaigns/` lists the edge like the path without a slash."""
         campaign = await new_campaign(graph)
-        assert ids_of(ok(await graph("GET", f"/v26.0/{ACTIVE_ACCOUNT}/campaigns/"))) == [campaign]
+        assert ids_of(ok(await graph("GET", f"/v26.0/{ACCOUNT}/campaigns/"))) == [campaign]
 
     @pytest.mark.parametrize(
         ("prefix", "version"),
@@ -599,7 +440,7 @@ class TestCreateAndRead:
         body = ok(
             await graph(
                 "POST",
-                f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+                f"/v25.0/{ACCOUNT}/campaigns",
                 data={
                     "name": "example campaign",
                     "objective": "OUTCOME_TRAFFIC",
@@ -612,7 +453,7 @@ class TestCreateAndRead:
         assert body["id"].isdigit()
         [row] = await graph_sim.objects(type="campaign")
         assert row["id"] == body["id"]
-        assert row["account_id"] == ACTIVE_ACCOUNT
+        assert row["account_id"] == ACCOUNT
         assert row["status"] == "PAUSED"
 
     async def test_python_sdk_form_chain_reads_back(self, graph):
@@ -658,7 +499,7 @@ class TestCreateAndRead:
 
     async def test_node_sdk_json_chain_reads_back(self, graph, graph_sim):
         """JSON bodies with native nesting, numbers and Node's extra `"id": "act_1001"` work."""
-        edge = f"/v24.0/{ACTIVE_ACCOUNT}"
+        edge = f"/v24.0/{ACCOUNT}"
         campaign = ok(
             await graph(
                 "POST",
@@ -668,7 +509,7 @@ class TestCreateAndRead:
                     "objective": "OUTCOME_TRAFFIC",
                     "status": "PAUSED",
                     "special_ad_categories": [],
-                    "id": ACTIVE_ACCOUNT,
+                    "id": ACCOUNT,
                 },
             )
         )["id"]
@@ -689,7 +530,7 @@ class TestCreateAndRead:
                         "age_max": 65,
                         "publisher_platforms": ["facebook"],
                     },
-                    "id": ACTIVE_ACCOUNT,
+                    "id": ACCOUNT,
                 },
             )
         )["id"]
@@ -697,7 +538,7 @@ class TestCreateAndRead:
             await graph(
                 "POST",
                 f"{edge}/adcreatives",
-                json_body={"name": "node creative", "title": "t", "id": ACTIVE_ACCOUNT},
+                json_body={"name": "node creative", "title": "t", "id": ACCOUNT},
             )
         )["id"]
         ad = ok(
@@ -709,7 +550,7 @@ class TestCreateAndRead:
                     "adset_id": adset,
                     "creative": {"creative_id": creative},
                     "status": "PAUSED",
-                    "id": ACTIVE_ACCOUNT,
+                    "id": ACCOUNT,
                 },
             )
         )["id"]
@@ -725,7 +566,7 @@ class TestCreateAndRead:
         assert body["campaign"] == {"id": campaign, "name": "node campaign"}
         ad_body = ok(await graph("GET", f"/v24.0/{ad}", params={"fields": "creative,adset_id"}))
         assert ad_body == {"id": ad, "creative": {"id": creative}, "adset_id": adset}
-        rows = {r["type"]: r for r in await graph_sim.objects(account=ACTIVE_ACCOUNT)}
+        rows = {r["type"]: r for r in await graph_sim.objects(account=ACCOUNT)}
         assert set(rows) == {"campaign", "adset", "adcreative", "ad"}
         assert rows["ad"]["adset_id"] == adset
         assert rows["ad"]["campaign_id"] == campaign
@@ -749,12 +590,12 @@ class TestCreateAndRead:
         body = ok(
             await graph(
                 "GET",
-                f"/v25.0/{ACTIVE_ACCOUNT}",
+                f"/v25.0/{ACCOUNT}",
                 params={"fields": "name,account_id,account_status,currency,disable_reason"},
             )
         )
         assert body == {
-            "id": ACTIVE_ACCOUNT,
+            "id": ACCOUNT,
             "name": "Sim Active Account",
             "account_id": "1001",
             "account_status": 1,
@@ -784,7 +625,7 @@ class TestCreateAndRead:
     async def test_ad_with_unknown_creative_is_refused(self, graph, graph_sim):
         """`creative={"creative_id": <unknown>}` blames `creative` and stores no ad."""
         tree = await new_tree(graph)
-        reply = await new_ad(graph, tree.adset, "120209999999999999")
+        reply = await create(graph, "ads", ad_params(tree.adset, "120209999999999999"))
         err = assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
         assert blame(err) == [["creative"]]
         assert len(await graph_sim.objects(type="ad")) == 1
@@ -793,7 +634,7 @@ class TestCreateAndRead:
         """An ad set whose campaign_id does not exist blames `campaign_id`."""
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/adsets",
+            f"/v25.0/{ACCOUNT}/adsets",
             data={
                 "name": "orphan",
                 "campaign_id": "120209999999999999",
@@ -810,7 +651,7 @@ class TestCreateAndRead:
         foreign = await new_campaign(graph, account="act_1002")
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/adsets",
+            f"/v25.0/{ACCOUNT}/adsets",
             data={
                 "name": "stray",
                 "campaign_id": foreign,
@@ -849,7 +690,7 @@ class TestCreateAndRead:
         assert "ETag" not in missing.headers
         campaign = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             data={"name": "x", "objective": "OUTCOME_TRAFFIC", "special_ad_categories": "[]"},
         )
         assert campaign.status == 200
@@ -860,7 +701,7 @@ class TestEdges:
     async def test_account_edges_list_their_objects(self, graph):
         """/act_{id}/campaigns, /adsets, /ads and /adcreatives list the account's objects."""
         tree = await new_tree(graph)
-        account = f"/v25.0/{ACTIVE_ACCOUNT}"
+        account = f"/v25.0/{ACCOUNT}"
         assert ids_of(ok(await graph("GET", f"{account}/campaigns"))) == [tree.campaign]
         assert ids_of(ok(await graph("GET", f"{account}/adsets"))) == [tree.adset]
         assert ids_of(ok(await graph("GET", f"{account}/ads"))) == [tree.ad]
@@ -870,14 +711,14 @@ class TestEdges:
     async def test_edge_items_without_fields_carry_only_id(self, graph):
         """An edge read with no `fields` answers each item as `{id}`."""
         campaign = await new_campaign(graph)
-        body = ok(await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns"))
+        body = ok(await graph("GET", f"/v25.0/{ACCOUNT}/campaigns"))
         assert body["data"] == [{"id": campaign}]
 
     async def test_parent_edges_list_only_their_children(self, graph):
         """/{campaign}/adsets, /{campaign}/ads and /{adset}/ads are scoped to that parent."""
         one = await new_tree(graph, "one")
         two = await new_tree(graph, "two")
-        second_ad = ok(await new_ad(graph, one.adset, one.creative, "one second ad"))["id"]
+        second_ad = await new_ad(graph, one.adset, one.creative, "one second ad")
         assert ids_of(ok(await graph("GET", f"/v25.0/{one.campaign}/adsets"))) == [one.adset]
         assert ids_of(ok(await graph("GET", f"/v25.0/{one.campaign}/ads"))) == [second_ad, one.ad]
         assert ids_of(ok(await graph("GET", f"/v25.0/{one.adset}/ads"))) == [second_ad, one.ad]
@@ -889,7 +730,7 @@ class TestEdges:
         body = ok(
             await graph(
                 "GET",
-                f"/v25.0/{ACTIVE_ACCOUNT}/ads",
+                f"/v25.0/{ACCOUNT}/ads",
                 params={"fields": "name,status,campaign{name},adset{id}"},
             )
         )
@@ -922,7 +763,7 @@ class TestEdges:
         body = ok(
             await graph(
                 "GET",
-                f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+                f"/v25.0/{ACCOUNT}/campaigns",
                 params={"fields": "name", "filtering": json.dumps(filtering)},
             )
         )
@@ -933,7 +774,7 @@ class TestEdges:
         first = await new_campaign(graph, "a")
         second = await new_campaign(graph, "b")
         third = await new_campaign(graph, "c")
-        edge = f"/v25.0/{ACTIVE_ACCOUNT}/campaigns"
+        edge = f"/v25.0/{ACCOUNT}/campaigns"
         equal = [{"field": "id", "operator": "EQUAL", "value": second}]
         body = ok(await graph("GET", edge, params={"filtering": json.dumps(equal)}))
         assert ids_of(body) == [second]
@@ -947,7 +788,7 @@ class TestEdges:
         paused = await new_campaign(graph, "paused", status="PAUSED")
         live_adset = await new_adset(graph, live, "under live", status="ACTIVE")
         held_adset = await new_adset(graph, paused, "under paused", status="ACTIVE")
-        edge = f"/v25.0/{ACTIVE_ACCOUNT}/adsets"
+        edge = f"/v25.0/{ACCOUNT}/adsets"
         for status, expected in (("CAMPAIGN_PAUSED", held_adset), ("ACTIVE", live_adset)):
             filtering = [{"field": "effective_status", "operator": "IN", "value": [status]}]
             body = ok(
@@ -966,7 +807,7 @@ class TestEdges:
         body = ok(
             await graph(
                 "GET",
-                f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+                f"/v25.0/{ACCOUNT}/campaigns",
                 params={"effective_status": '["PAUSED"]'},
             )
         )
@@ -977,7 +818,7 @@ class TestEdges:
         old = [await new_campaign(graph, f"old {i}") for i in range(2)]
         now = await graph_sim.advance(60)
         new = [await new_campaign(graph, f"new {i}") for i in range(2)]
-        edge = f"/v25.0/{ACTIVE_ACCOUNT}/campaigns"
+        edge = f"/v25.0/{ACCOUNT}/campaigns"
         cut = int(now) - 30
         after = [{"field": "created_time", "operator": "GREATER_THAN", "value": cut}]
         body = ok(await graph("GET", edge, params={"filtering": json.dumps(after)}))
@@ -989,7 +830,7 @@ class TestEdges:
     async def test_cursor_paging_walks_every_item_once_newest_first(self, graph):
         """Following `next` with limit=3 yields each campaign once, newest first, then stops."""
         created = [await new_campaign(graph, f"c{i}") for i in range(7)]
-        reply = await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", params={"limit": "3"})
+        reply = await graph("GET", f"/v25.0/{ACCOUNT}/campaigns", params={"limit": "3"})
         pages: list[list[str]] = []
         while True:
             body = ok(reply)
@@ -999,7 +840,7 @@ class TestEdges:
             if next_url is None:
                 break
             assert len(pages) < 5, "paging does not end"
-            assert next_url.startswith(graph.base + f"/v25.0/{ACTIVE_ACCOUNT}/campaigns?")
+            assert next_url.startswith(graph.base + f"/v25.0/{ACCOUNT}/campaigns?")
             assert "limit=3" in next_url
             reply = await graph("GET", next_url)
         assert [len(p) for p in pages] == [3, 3, 1]
@@ -1013,14 +854,14 @@ class TestEdges:
         # token added (facebook-nodejs-business-sdk src/cursor.js, src/api.js).
         for i in range(3):
             await new_campaign(graph, f"c{i}")
-        first = ok(await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", params={"limit": "2"}))
+        first = ok(await graph("GET", f"/v25.0/{ACCOUNT}/campaigns", params={"limit": "2"}))
         second = ok(await graph("GET", first["paging"]["next"], token=None))
         assert len(second["data"]) == 1
 
     async def test_after_cursor_pages_without_following_next(self, graph):
         """Sending `after=<cursors.after>` (as the Python SDK does) returns the following page."""
         created = [await new_campaign(graph, f"c{i}") for i in range(5)]
-        edge = f"/v25.0/{ACTIVE_ACCOUNT}/campaigns"
+        edge = f"/v25.0/{ACCOUNT}/campaigns"
         first = ok(await graph("GET", edge, params={"limit": "2"}))
         assert "previous" not in first["paging"]
         cursor = first["paging"]["cursors"]["after"]
@@ -1031,7 +872,7 @@ class TestEdges:
         """The second page's `before` cursor (and its `previous` link) returns the first page."""
         for i in range(6):
             await new_campaign(graph, f"c{i}")
-        edge = f"/v25.0/{ACTIVE_ACCOUNT}/campaigns"
+        edge = f"/v25.0/{ACCOUNT}/campaigns"
         first = ok(await graph("GET", edge, params={"limit": "2"}))
         second = ok(
             await graph(
@@ -1047,7 +888,7 @@ class TestEdges:
     async def test_last_page_has_no_next(self, graph):
         """A page that holds everything has cursors but no `next`."""
         await new_campaign(graph)
-        body = ok(await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", params={"limit": "5"}))
+        body = ok(await graph("GET", f"/v25.0/{ACCOUNT}/campaigns", params={"limit": "5"}))
         assert "next" not in body["paging"]
         assert "previous" not in body["paging"]
 
@@ -1055,7 +896,7 @@ class TestEdges:
         """`summary=true` adds `summary.total_count` of all matches, not just this page."""
         for i in range(4):
             await new_campaign(graph, f"c{i}", status="ACTIVE" if i % 2 else "PAUSED")
-        edge = f"/v25.0/{ACTIVE_ACCOUNT}/campaigns"
+        edge = f"/v25.0/{ACCOUNT}/campaigns"
         body = ok(await graph("GET", edge, params={"limit": "1", "summary": "true"}))
         assert body["summary"] == {"total_count": 4}
         assert len(body["data"]) == 1
@@ -1093,9 +934,7 @@ class TestEdges:
     )
     async def test_bad_filtering_is_100(self, graph, filtering):
         """Malformed `filtering`, unknown fields and unknown operators are 100 blaming filtering."""
-        reply = await graph(
-            "GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", params={"filtering": filtering}
-        )
+        reply = await graph("GET", f"/v25.0/{ACCOUNT}/campaigns", params={"filtering": filtering})
         err = assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
         assert blame(err) == [["filtering"]]
 
@@ -1152,7 +991,7 @@ class TestUpdatesAndDeletes:
         kept = await new_campaign(graph, "kept")
         gone = await new_campaign(graph, "gone")
         ok(await graph("DELETE", f"/v25.0/{gone}"))
-        edge = f"/v25.0/{ACTIVE_ACCOUNT}/campaigns"
+        edge = f"/v25.0/{ACCOUNT}/campaigns"
         assert ids_of(ok(await graph("GET", edge))) == [kept]
         everything = ok(
             await graph("GET", edge, params={"effective_status": '["ACTIVE","PAUSED","DELETED"]'})
@@ -1164,7 +1003,7 @@ class TestUpdatesAndDeletes:
     async def test_deleting_a_campaign_deletes_its_adsets_and_ads(self, graph, graph_sim):
         """DELETE of a campaign marks its ad sets and ads DELETED; other trees are untouched."""
         doomed = await new_tree(graph, "doomed")
-        extra_ad = ok(await new_ad(graph, doomed.adset, doomed.creative, "second"))["id"]
+        extra_ad = await new_ad(graph, doomed.adset, doomed.creative, "second")
         kept = await new_tree(graph, "kept")
         ok(await graph("DELETE", f"/v25.0/{doomed.campaign}"))
         status = {row["id"]: row["status"] for row in await graph_sim.objects()}
@@ -1172,7 +1011,7 @@ class TestUpdatesAndDeletes:
             assert status[object_id] == "DELETED", object_id
         for object_id in (kept.campaign, kept.adset, kept.ad):
             assert status[object_id] == "PAUSED", object_id
-        ads = ok(await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/ads"))
+        ads = ok(await graph("GET", f"/v25.0/{ACCOUNT}/ads"))
         assert ids_of(ads) == [kept.ad]
 
     async def test_deleting_an_adset_deletes_its_ads_only(self, graph, graph_sim):
@@ -1245,7 +1084,7 @@ class TestUpdatesAndDeletes:
         kept = await new_campaign(graph, "kept")
         shelved = await new_campaign(graph, "shelved")
         ok(await graph("POST", f"/v25.0/{shelved}", data={"status": "ARCHIVED"}))
-        edge = f"/v25.0/{ACTIVE_ACCOUNT}/campaigns"
+        edge = f"/v25.0/{ACCOUNT}/campaigns"
         assert ids_of(ok(await graph("GET", edge))) == [kept]
         archived = ok(await graph("GET", edge, params={"effective_status": '["ARCHIVED"]'}))
         assert ids_of(archived) == [shelved]
@@ -1294,7 +1133,7 @@ class TestUpdatesAndDeletes:
         ok(await graph("DELETE", f"/v25.0/{campaign}"))
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/adsets",
+            f"/v25.0/{ACCOUNT}/adsets",
             data={
                 "name": "late",
                 "campaign_id": campaign,
@@ -1312,7 +1151,7 @@ class TestImages:
         """A multipart upload answers `{"images": {<file name>: {hash, url, width, height}}}`."""
         form = aiohttp.FormData()
         form.add_field("filename", png(3, 2), filename="pixel.png", content_type="image/png")
-        body = ok(await graph("POST", f"/v25.0/{ACTIVE_ACCOUNT}/adimages", data=form))
+        body = ok(await graph("POST", f"/v25.0/{ACCOUNT}/adimages", data=form))
         assert list(body) == ["images"]
         assert list(body["images"]) == ["pixel.png"]
         image = body["images"]["pixel.png"]
@@ -1331,11 +1170,11 @@ class TestImages:
         data = png(4, 4)
         form = aiohttp.FormData()
         form.add_field("filename", data, filename="a.png", content_type="image/png")
-        multipart = ok(await graph("POST", f"/v25.0/{ACTIVE_ACCOUNT}/adimages", data=form))
+        multipart = ok(await graph("POST", f"/v25.0/{ACCOUNT}/adimages", data=form))
         encoded = ok(
             await graph(
                 "POST",
-                f"/v25.0/{ACTIVE_ACCOUNT}/adimages",
+                f"/v25.0/{ACCOUNT}/adimages",
                 data={"bytes": base64.b64encode(data).decode()},
             )
         )
@@ -1349,15 +1188,13 @@ class TestImages:
         hashes = []
         for size in (1, 2):
             encoded = base64.b64encode(png(size, size)).decode()
-            body = ok(
-                await graph("POST", f"/v25.0/{ACTIVE_ACCOUNT}/adimages", data={"bytes": encoded})
-            )
+            body = ok(await graph("POST", f"/v25.0/{ACCOUNT}/adimages", data={"bytes": encoded}))
             [image] = body["images"].values()
             hashes.append(image["hash"])
         body = ok(
             await graph(
                 "GET",
-                f"/v25.0/{ACTIVE_ACCOUNT}/adimages",
+                f"/v25.0/{ACCOUNT}/adimages",
                 params={"hashes": json.dumps([hashes[1]]), "fields": "hash,width,height"},
             )
         )
@@ -1368,16 +1205,14 @@ class TestImages:
     async def test_delete_image_by_hash(self, graph, graph_sim):
         """DELETE /act_{id}/adimages?hash= answers success and the image no longer lists."""
         encoded = base64.b64encode(png(2, 2)).decode()
-        body = ok(await graph("POST", f"/v25.0/{ACTIVE_ACCOUNT}/adimages", data={"bytes": encoded}))
+        body = ok(await graph("POST", f"/v25.0/{ACCOUNT}/adimages", data={"bytes": encoded}))
         [image] = body["images"].values()
-        reply = await graph(
-            "DELETE", f"/v25.0/{ACTIVE_ACCOUNT}/adimages", params={"hash": image["hash"]}
-        )
+        reply = await graph("DELETE", f"/v25.0/{ACCOUNT}/adimages", params={"hash": image["hash"]})
         assert ok(reply) == {"success": True}
         listed = ok(
             await graph(
                 "GET",
-                f"/v25.0/{ACTIVE_ACCOUNT}/adimages",
+                f"/v25.0/{ACCOUNT}/adimages",
                 params={"hashes": json.dumps([image["hash"]])},
             )
         )
@@ -1387,14 +1222,14 @@ class TestImages:
 
     async def test_upload_without_an_image_is_refused(self, graph):
         """POST /act_{id}/adimages with neither a file nor `bytes` is 100 blaming bytes."""
-        reply = await graph("POST", f"/v25.0/{ACTIVE_ACCOUNT}/adimages", data={"name": "x"})
+        reply = await graph("POST", f"/v25.0/{ACCOUNT}/adimages", data={"name": "x"})
         err = assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
         assert blame(err) == [["bytes"]]
 
     async def test_bytes_that_are_not_base64_are_refused(self, graph, graph_sim):
         """A `bytes` value that is not base64 is 100 blaming bytes; nothing stored."""
         reply = await graph(
-            "POST", f"/v25.0/{ACTIVE_ACCOUNT}/adimages", data={"bytes": "***not base64***"}
+            "POST", f"/v25.0/{ACCOUNT}/adimages", data={"bytes": "***not base64***"}
         )
         err = assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
         assert blame(err) == [["bytes"]]
@@ -1406,7 +1241,7 @@ class TestBadInput:
         """A body declared application/json that does not parse is a Graph 400/100, not a 500."""
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             data=b'{"name": "x", ',
             headers={"Content-Type": "application/json"},
         )
@@ -1418,7 +1253,7 @@ class TestBadInput:
         """A JSON body must be an object; a list, number, string or null is 400/100."""
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             data=json.dumps(doc).encode(),
             headers={"Content-Type": "application/json"},
         )
@@ -1428,7 +1263,7 @@ class TestBadInput:
         """A form body that is not UTF-8 is a Graph 400/100."""
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             data=b"name=\xff\xfe",
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
@@ -1443,7 +1278,7 @@ class TestBadInput:
         """A multipart body that cannot be read is a Graph 400/100, not a 500."""
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/adimages",
+            f"/v25.0/{ACCOUNT}/adimages",
             data=b"this is not multipart at all",
             headers={"Content-Type": content_type},
         )
@@ -1454,7 +1289,7 @@ class TestBadInput:
     async def test_put_and_patch_are_unsupported(self, graph, graph_sim, method, target):
         """PUT and PATCH are 100/33 "Unsupported <method> request" and change nothing."""
         campaign = await new_campaign(graph, "unchanged")
-        path = f"/v25.0/{campaign}" if target == "object" else f"/v25.0/{ACTIVE_ACCOUNT}/campaigns"
+        path = f"/v25.0/{campaign}" if target == "object" else f"/v25.0/{ACCOUNT}/campaigns"
         reply = await graph(method, path, data={"name": "changed"})
         err = assert_graph_error(
             reply, status=400, code=100, subcode=33, type_=METHOD, is_transient=False
@@ -1477,7 +1312,7 @@ class TestBadInput:
         """A cursor Graph did not issue is 100 blaming the cursor parameter."""
         await new_campaign(graph)
         reply = await graph(
-            "GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", params={param: cursor, "limit": "2"}
+            "GET", f"/v25.0/{ACCOUNT}/campaigns", params={param: cursor, "limit": "2"}
         )
         err = assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
         assert blame(err) == [[param]]
@@ -1485,7 +1320,7 @@ class TestBadInput:
     @pytest.mark.parametrize("limit", ["abc", "-1", "1.5"])
     async def test_bad_limit_is_100(self, graph, limit):
         """`limit` that is not a non-negative integer is 100 blaming limit."""
-        reply = await graph("GET", f"/v25.0/{ACTIVE_ACCOUNT}/campaigns", params={"limit": limit})
+        reply = await graph("GET", f"/v25.0/{ACCOUNT}/campaigns", params={"limit": limit})
         err = assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
         assert blame(err) == [["limit"]]
 
@@ -1494,14 +1329,14 @@ class TestBadInput:
         tree = await new_tree(graph)
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/ads",
+            f"/v25.0/{ACCOUNT}/ads",
             json_body={"name": "x", "adset_id": tree.adset, "creative": [tree.creative]},
         )
         err = assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
         assert blame(err) == [["creative"]]
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/adsets",
+            f"/v25.0/{ACCOUNT}/adsets",
             json_body={
                 "name": "x",
                 "campaign_id": {"id": tree.campaign},
@@ -1517,7 +1352,7 @@ class TestBadInput:
         """`hashes` whose items are not strings is a Graph 400/100, not a 500."""
         reply = await graph(
             "GET",
-            f"/v25.0/{ACTIVE_ACCOUNT}/adimages",
+            f"/v25.0/{ACCOUNT}/adimages",
             params={"hashes": '[{"hash": "abc"}]'},
         )
         assert_graph_error(reply, status=400, code=100, type_=UNPINNED)
@@ -1526,7 +1361,7 @@ class TestBadInput:
         """`effective_status` that is a JSON object is 100 blaming effective_status."""
         reply = await graph(
             "GET",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             params={"effective_status": '{"status": "PAUSED"}'},
         )
         err = assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
@@ -1570,26 +1405,26 @@ class TestAccountsAndLimits:
         """With ads_per_adset=2 the third ad in that ad set is 100 and nothing is stored."""
         await graph_sim.set_limits(object_limits={"ads_per_adset": 2})
         tree = await new_tree(graph)
-        ok(await new_ad(graph, tree.adset, tree.creative, "second"))
-        reply = await new_ad(graph, tree.adset, tree.creative, "third")
+        await new_ad(graph, tree.adset, tree.creative, "second")
+        reply = await create(graph, "ads", ad_params(tree.adset, tree.creative, "third"))
         assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
         rows = await graph_sim.objects(type="ad", adset_id=tree.adset)
         assert sorted(row["name"] for row in rows) == ["T ad", "second"]
         other = await new_adset(graph, tree.campaign, "other")
-        ok(await new_ad(graph, other, tree.creative, "elsewhere"))
+        await new_ad(graph, other, tree.creative, "elsewhere")
 
     async def test_deleted_ads_do_not_count_toward_the_adset_limit(self, graph, graph_sim):
         """Once an ad is deleted, its slot under ads_per_adset is free again."""
         await graph_sim.set_limits(object_limits={"ads_per_adset": 1})
         tree = await new_tree(graph)
         assert_graph_error(
-            await new_ad(graph, tree.adset, tree.creative, "refused"),
+            await create(graph, "ads", ad_params(tree.adset, tree.creative, "refused")),
             status=400,
             code=100,
             type_=API,
         )
         ok(await graph("DELETE", f"/v25.0/{tree.ad}"))
-        ok(await new_ad(graph, tree.adset, tree.creative, "replacement"))
+        await new_ad(graph, tree.adset, tree.creative, "replacement")
 
     async def test_campaigns_per_account_limit_is_per_account(self, graph, graph_sim):
         """With campaigns_per_account=1 a second campaign is refused in act_1001, not act_1002."""
@@ -1597,7 +1432,7 @@ class TestAccountsAndLimits:
         await new_campaign(graph, "first")
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             data={"name": "second", "objective": "OUTCOME_TRAFFIC", "special_ad_categories": "[]"},
         )
         assert_graph_error(reply, status=400, code=100, type_=API, is_transient=False)
@@ -1609,7 +1444,7 @@ class TestAccountsAndLimits:
         """`execution_options=["validate_only"]` answers success and stores nothing."""
         reply = await graph(
             "POST",
-            f"/v25.0/{ACTIVE_ACCOUNT}/campaigns",
+            f"/v25.0/{ACCOUNT}/campaigns",
             data={
                 "name": "dry run",
                 "objective": "OUTCOME_TRAFFIC",

@@ -4,114 +4,34 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import pytest
 
 from gateway.testing import SimHandle
-
-TOKEN = "sim-token-alice"
-VERSION = "v25.0"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def graph(
-    http: aiohttp.ClientSession,
-    sim: SimHandle,
-    method: str,
-    path: str,
-    data: Mapping[str, Any] | None = None,
-    *,
-    token: str = TOKEN,
-) -> tuple[int, Any]:
-    """(status, JSON body) of one Graph call with the token in the query string."""
-    async with http.request(
-        method,
-        f"{sim.url}/{VERSION}/{path}",
-        params={"access_token": token},
-        data=dict(data) if data is not None else None,
-    ) as resp:
-        return resp.status, await resp.json()
+from tests.sim.support import (
+    TOKEN,
+    VERSION,
+    Graph,
+    campaign_params,
+    create,
+    form,
+    new_ad,
+    new_adset,
+    new_campaign,
+    new_creative,
+    python_batch,
+)
 
 
-async def control(
-    http: aiohttp.ClientSession, sim: SimHandle, method: str, path: str, body: Any = None
-) -> tuple[int, Any]:
-    """(status, JSON body) of a raw control-API call, errors included (text if not JSON)."""
-    async with http.request(method, f"{sim.url}/__sim/{path}", json=body) as resp:
-        text = await resp.text()
-        if resp.content_type != "application/json":
-            return resp.status, text
-        return resp.status, json.loads(text)
-
-
-def campaign_params(name: str = "campaign") -> dict[str, str]:
-    return {
-        "name": name,
-        "objective": "OUTCOME_TRAFFIC",
-        "status": "PAUSED",
-        "special_ad_categories": "[]",
-    }
-
-
-async def new_campaign(
-    http: aiohttp.ClientSession, sim: SimHandle, account: str = "act_1001", name: str = "c"
-) -> str:
-    status, body = await graph(http, sim, "POST", f"{account}/campaigns", campaign_params(name))
-    assert status == 200, body
-    campaign_id: str = body["id"]
-    return campaign_id
-
-
-async def new_adset(
-    http: aiohttp.ClientSession, sim: SimHandle, campaign_id: str, account: str = "act_1001"
-) -> str:
-    params = {
-        "name": "adset",
-        "campaign_id": campaign_id,
-        "billing_event": "IMPRESSIONS",
-        "targeting": json.dumps({"geo_locations": {"countries": ["US"]}}),
-        "status": "PAUSED",
-    }
-    status, body = await graph(http, sim, "POST", f"{account}/adsets", params)
-    assert status == 200, body
-    adset_id: str = body["id"]
-    return adset_id
-
-
-async def new_ad(
-    http: aiohttp.ClientSession, sim: SimHandle, adset_id: str, account: str = "act_1001"
-) -> str:
-    status, creative = await graph(http, sim, "POST", f"{account}/adcreatives", {"name": "cr"})
-    assert status == 200, creative
-    params = {
-        "name": "ad",
-        "adset_id": adset_id,
-        "creative": json.dumps({"creative_id": creative["id"]}),
-        "status": "PAUSED",
-    }
-    status, body = await graph(http, sim, "POST", f"{account}/ads", params)
-    assert status == 200, body
-    ad_id: str = body["id"]
-    return ad_id
-
-
-async def build_world(http: aiohttp.ClientSession, sim: SimHandle) -> dict[str, str]:
+async def build_world(graph: Graph) -> dict[str, str]:
     """Campaign A (ad set, ad, creative) and a deleted campaign D in act_1001; B in act_1002."""
-    a = await new_campaign(http, sim, name="A")
-    adset = await new_adset(http, sim, a)
-    ad = await new_ad(http, sim, adset)
-    d = await new_campaign(http, sim, name="D")
-    status, _ = await graph(http, sim, "DELETE", d)
-    assert status == 200
-    b = await new_campaign(http, sim, account="act_1002", name="B")
+    a = await new_campaign(graph, "A")
+    adset = await new_adset(graph, a)
+    ad = await new_ad(graph, adset, await new_creative(graph))
+    d = await new_campaign(graph, "D")
+    assert (await graph("DELETE", d)).status == 200
+    b = await new_campaign(graph, "B", account="act_1002")
     return {"a": a, "adset": adset, "ad": ad, "d": d, "b": b}
 
 
@@ -137,10 +57,10 @@ async def test_state_lists_the_default_accounts_and_tokens(graph_sim: SimHandle)
 
 
 async def test_objects_filter_by_type_account_parent_and_liveness(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
+    graph_sim: SimHandle, graph: Graph
 ) -> None:
     """/__sim/objects narrows by type, account, parent and live, deleted objects included."""
-    ids = await build_world(http, graph_sim)
+    ids = await build_world(graph)
 
     everything = await graph_sim.objects()
     assert len(everything) == 6  # three campaigns, an ad set, a creative, an ad
@@ -162,10 +82,10 @@ async def test_objects_filter_by_type_account_parent_and_liveness(
 
 
 async def test_counts_are_live_objects_per_account_and_per_parent(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
+    graph_sim: SimHandle, graph: Graph
 ) -> None:
     """/__sim/counts counts live objects by type, per account and per parent id."""
-    ids = await build_world(http, graph_sim)
+    ids = await build_world(graph)
 
     counts = await graph_sim.counts()
 
@@ -179,15 +99,13 @@ async def test_counts_are_live_objects_per_account_and_per_parent(
 
 
 async def test_requests_count_operations_and_commits_per_label(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
+    graph_sim: SimHandle, graph: Graph
 ) -> None:
     """/__sim/requests counts arrivals and committed creates per op label and per account."""
-    await new_campaign(http, graph_sim)
-    status, _ = await graph(
-        http, graph_sim, "POST", "act_1001/campaigns", {"name": "missing objective"}
-    )
-    assert status == 400
-    await graph(http, graph_sim, "GET", "act_1001/campaigns")
+    await new_campaign(graph)
+    reply = await graph("POST", "act_1001/campaigns", data={"name": "missing objective"})
+    assert reply.status == 400
+    await graph("GET", "act_1001/campaigns")
 
     counters = await graph_sim.requests(log=10)
 
@@ -206,27 +124,28 @@ async def test_requests_count_operations_and_commits_per_label(
 
 
 async def test_request_log_never_contains_an_access_token(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
+    graph_sim: SimHandle, graph: Graph
 ) -> None:
     """Tokens sent in the query, the body or a header appear nowhere in /__sim/requests."""
     secret = "sim-token-alice"
-    await new_campaign(http, graph_sim)
-    await graph(http, graph_sim, "GET", "act_1001/campaigns?fields=name")
-    async with http.post(
-        f"{graph_sim.url}/{VERSION}/act_1001/campaigns",
-        data=campaign_params() | {"access_token": secret},
-    ) as resp:
-        assert resp.status == 200
-    async with http.get(
-        f"{graph_sim.url}/{VERSION}/act_1001", headers={"Authorization": f"Bearer {secret}"}
-    ) as resp:
-        assert resp.status == 200
+    await new_campaign(graph)
+    await graph("GET", "act_1001/campaigns?fields=name")
+    reply = await graph(
+        "POST",
+        "act_1001/campaigns",
+        token=None,
+        data=form(campaign_params()) | {"access_token": secret},
+    )
+    assert reply.status == 200
+    reply = await graph(
+        "GET", "act_1001", token=None, headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert reply.status == 200
     op = {"method": "GET", "relative_url": f"act_1001/campaigns?access_token={secret}"}
-    status, entries = await graph(http, graph_sim, "POST", "", {"batch": json.dumps([op])})
-    assert (status, entries[0]["code"]) == (200, 200)
+    reply = await python_batch(graph, [op])
+    assert (reply.status, reply.body[0]["code"]) == (200, 200)
 
-    async with http.get(f"{graph_sim.url}/__sim/requests", params={"log": "100"}) as resp:
-        text = await resp.text()
+    text = (await graph.control("GET", "requests", params={"log": "100"})).text
 
     assert len(json.loads(text)["log"]) == 6  # the batch and its one op are two entries
     assert secret not in text
@@ -234,12 +153,12 @@ async def test_request_log_never_contains_an_access_token(
 
 
 async def test_access_log_lines_carry_the_path_but_never_the_query(
-    graph_sim: SimHandle, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    graph_sim: SimHandle, graph: Graph, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The simulator's access log records method, path and status, and no token."""
     caplog.set_level(logging.INFO)
 
-    await graph(http, graph_sim, "GET", "act_1001/campaigns?fields=name")
+    await graph("GET", "act_1001/campaigns?fields=name")
 
     lines = [json.loads(r.getMessage()) for r in caplog.records if "sim_request" in r.getMessage()]
     assert [(e["method"], e["path"], e["status"]) for e in lines] == [
@@ -248,16 +167,14 @@ async def test_access_log_lines_carry_the_path_but_never_the_query(
     assert TOKEN not in caplog.text
 
 
-async def test_deleting_requests_resets_the_counters(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_deleting_requests_resets_the_counters(graph_sim: SimHandle, graph: Graph) -> None:
     """DELETE /__sim/requests zeroes counters and empties the log; objects stay."""
-    await new_campaign(http, graph_sim)
+    await new_campaign(graph)
 
-    status, body = await control(http, graph_sim, "DELETE", "requests")
+    reply = await graph.control("DELETE", "requests")
 
-    assert status == 200
-    assert body == {"cleared": True}
+    assert reply.status == 200
+    assert reply.body == {"cleared": True}
     counters = await graph_sim.requests(log=10)
     assert counters["http_requests"] == 0
     assert counters["operations"] == {}
@@ -266,114 +183,96 @@ async def test_deleting_requests_resets_the_counters(
     assert len(await graph_sim.objects()) == 1
 
 
-async def test_requests_with_a_non_integer_log_is_a_400(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_requests_with_a_non_integer_log_is_a_400(graph_sim: SimHandle, graph: Graph) -> None:
     """?log= must be an integer."""
-    async with http.get(f"{graph_sim.url}/__sim/requests", params={"log": "many"}) as resp:
-        assert resp.status == 400
-        assert (await resp.json())["error"]["problems"]
+    reply = await graph.control("GET", "requests", params={"log": "many"})
+    assert reply.status == 400
+    assert reply.body["error"]["problems"]
 
 
 # --- changing the world --------------------------------------------------------------------
 
 
-async def test_posting_a_new_account_makes_it_usable(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_posting_a_new_account_makes_it_usable(graph_sim: SimHandle, graph: Graph) -> None:
     """POST /__sim/accounts with a new id adds it (201); creates in it then succeed."""
-    status, account = await control(
-        http, graph_sim, "POST", "accounts", {"id": "act_5005", "name": "Fresh"}
-    )
+    reply = await graph.control("POST", "accounts", {"id": "act_5005", "name": "Fresh"})
 
-    assert status == 201
-    assert account["id"] == "act_5005"
-    assert account["account_status"] == 1
-    await new_campaign(http, graph_sim, account="act_5005")
+    assert reply.status == 201
+    assert reply.body["id"] == "act_5005"
+    assert reply.body["account_status"] == 1
+    await new_campaign(graph, account="act_5005")
     assert len(await graph_sim.objects(account="act_5005")) == 1
 
 
 async def test_suspending_an_account_refuses_writes_but_not_reads(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
+    graph_sim: SimHandle, graph: Graph
 ) -> None:
     """Updating act_1001 to account_status 2 (200) keeps its name; creates then get 403/200."""
-    status, account = await control(
-        http, graph_sim, "POST", "accounts", {"id": "act_1001", "account_status": 2}
-    )
+    reply = await graph.control("POST", "accounts", {"id": "act_1001", "account_status": 2})
 
-    assert status == 200
-    assert account["account_status"] == 2
-    assert account["name"] == "Sim Active Account"
-    status, body = await graph(http, graph_sim, "POST", "act_1001/campaigns", campaign_params())
-    assert status == 403
-    assert body["error"]["code"] == 200
-    status, body = await graph(http, graph_sim, "GET", "act_1001?fields=account_status")
-    assert status == 200
-    assert body["account_status"] == 2
+    assert reply.status == 200
+    assert reply.body["account_status"] == 2
+    assert reply.body["name"] == "Sim Active Account"
+    reply = await create(graph, "campaigns", campaign_params())
+    assert reply.status == 403
+    assert reply.body["error"]["code"] == 200
+    reply = await graph("GET", "act_1001?fields=account_status")
+    assert reply.status == 200
+    assert reply.body["account_status"] == 2
     assert await graph_sim.objects() == []
 
 
 async def test_an_invalid_account_is_refused_listing_problems(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
+    graph_sim: SimHandle, graph: Graph
 ) -> None:
     """A malformed id and an unknown status are both reported; nothing is added."""
-    status, body = await control(
-        http, graph_sim, "POST", "accounts", {"id": "1234", "name": "x", "account_status": 42}
+    reply = await graph.control(
+        "POST", "accounts", {"id": "1234", "name": "x", "account_status": 42}
     )
 
-    assert status == 400
-    problems = body["error"]["problems"]
+    assert reply.status == 400
+    problems = reply.body["error"]["problems"]
     assert any("id" in p for p in problems)
     assert any("account_status" in p for p in problems)
     ids = {a["id"] for a in (await graph_sim.state())["accounts"]}
     assert ids == {"act_1001", "act_1002", "act_2001", "act_3001"}
 
 
-async def test_posting_a_token_scoped_to_one_account(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_posting_a_token_scoped_to_one_account(graph_sim: SimHandle, graph: Graph) -> None:
     """POST /__sim/tokens adds a token; it may use its account and sees others as missing."""
-    status, body = await control(
-        http, graph_sim, "POST", "tokens", {"token": "scoped", "accounts": ["act_1002"]}
-    )
+    reply = await graph.control("POST", "tokens", {"token": "scoped", "accounts": ["act_1002"]})
 
-    assert status == 201
-    assert body == {"token": "scoped", "kind": "valid"}
-    status, _ = await graph(
-        http, graph_sim, "POST", "act_1002/campaigns", campaign_params(), token="scoped"
-    )
-    assert status == 200
-    status, body = await graph(
-        http, graph_sim, "POST", "act_1001/campaigns", campaign_params(), token="scoped"
-    )
-    assert status == 400
-    assert (body["error"]["code"], body["error"]["error_subcode"]) == (100, 33)
+    assert reply.status == 201
+    assert reply.body == {"token": "scoped", "kind": "valid"}
+    reply = await create(graph, "campaigns", campaign_params(), account="act_1002", token="scoped")
+    assert reply.status == 200
+    reply = await create(graph, "campaigns", campaign_params(), token="scoped")
+    assert reply.status == 400
+    assert (reply.body["error"]["code"], reply.body["error"]["error_subcode"]) == (100, 33)
 
 
 async def test_posting_an_expired_token_makes_it_answer_190_463(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
+    graph_sim: SimHandle, graph: Graph
 ) -> None:
     """A token added with kind=expired is refused as expired."""
     await graph_sim.put_token(token="old", kind="expired")
 
-    status, body = await graph(http, graph_sim, "GET", "me", token="old")
+    reply = await graph("GET", "me", token="old")
 
-    assert status == 400
-    assert (body["error"]["code"], body["error"]["error_subcode"]) == (190, 463)
+    assert reply.status == 400
+    assert (reply.body["error"]["code"], reply.body["error"]["error_subcode"]) == (190, 463)
 
 
-async def test_an_invalid_token_kind_is_refused(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_an_invalid_token_kind_is_refused(graph_sim: SimHandle, graph: Graph) -> None:
     """POST /__sim/tokens with an unknown kind is a 400 naming the field."""
-    status, body = await control(http, graph_sim, "POST", "tokens", {"token": "t", "kind": "meh"})
+    reply = await graph.control("POST", "tokens", {"token": "t", "kind": "meh"})
 
-    assert status == 400
-    assert any("kind" in p for p in body["error"]["problems"])
+    assert reply.status == 400
+    assert any("kind" in p for p in reply.body["error"]["problems"])
 
 
 async def test_limits_with_bad_values_are_refused_listing_every_problem(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
+    graph_sim: SimHandle, graph: Graph
 ) -> None:
     """POST /__sim/limits lists the problems of both sections at once and changes nothing."""
     before = await graph_sim.state()
@@ -382,10 +281,10 @@ async def test_limits_with_bad_values_are_refused_listing_every_problem(
         "rate_limits": {"max_score": -1, "throttle_error": "999", "speed": 3},
     }
 
-    status, body = await control(http, graph_sim, "POST", "limits", bad)
+    reply = await graph.control("POST", "limits", bad)
 
-    assert status == 400
-    problems = " | ".join(body["error"]["problems"])
+    assert reply.status == 400
+    problems = " | ".join(reply.body["error"]["problems"])
     for needle in ("campaigns_per_account", "max_score", "throttle_error", "speed"):
         assert needle in problems, (needle, problems)
     after = await graph_sim.state()
@@ -403,68 +302,62 @@ async def test_limits_with_bad_values_are_refused_listing_every_problem(
     ],
 )
 async def test_limits_of_the_wrong_type_are_a_400_not_a_crash(
-    graph_sim: SimHandle, http: aiohttp.ClientSession, bad: dict[str, Any]
+    graph_sim: SimHandle, graph: Graph, bad: dict[str, Any]
 ) -> None:
     """A limit of the wrong type is reported as a problem (400), not a 500."""
     [(section, fields)] = bad.items()
     [name] = fields
     before = (await graph_sim.state())[section]
 
-    status, body = await control(http, graph_sim, "POST", "limits", bad)
+    reply = await graph.control("POST", "limits", bad)
 
-    assert status == 400, body
-    assert any(name in p for p in body["error"]["problems"])
+    assert reply.status == 400, reply.body
+    assert any(name in p for p in reply.body["error"]["problems"])
     assert (await graph_sim.state())[section] == before
 
 
-async def test_limits_apply_to_later_requests(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_limits_apply_to_later_requests(graph_sim: SimHandle, graph: Graph) -> None:
     """campaigns_per_account=1: the second campaign in an account is refused (code 100)."""
     result = await graph_sim.set_limits(object_limits={"campaigns_per_account": 1})
     assert result["object_limits"]["campaigns_per_account"] == 1
 
-    await new_campaign(http, graph_sim)
-    status, body = await graph(http, graph_sim, "POST", "act_1001/campaigns", campaign_params())
+    await new_campaign(graph)
+    reply = await create(graph, "campaigns", campaign_params())
 
-    assert status == 400
-    assert body["error"]["code"] == 100
+    assert reply.status == 400
+    assert reply.body["error"]["code"] == 100
     assert len(await graph_sim.objects()) == 1
 
 
 async def test_advancing_the_clock_moves_now_and_ends_a_throttle(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
+    graph_sim: SimHandle, graph: Graph
 ) -> None:
     """POST /__sim/clock moves `now` forward; a 60 s block is over after 61 s."""
     before = (await graph_sim.state())["now"]
     await graph_sim.throttle("act_1001", 60)
-    status, body = await graph(http, graph_sim, "GET", "act_1001")
-    assert status == 400
-    assert body["error"]["code"] == 80004
+    reply = await graph("GET", "act_1001")
+    assert reply.status == 400
+    assert reply.body["error"]["code"] == 80004
 
     now = await graph_sim.advance(61)
 
     assert now - before >= 61
-    status, _ = await graph(http, graph_sim, "GET", "act_1001")
-    assert status == 200
+    reply = await graph("GET", "act_1001")
+    assert reply.status == 200
 
 
-async def test_a_negative_clock_advance_is_refused(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_a_negative_clock_advance_is_refused(graph_sim: SimHandle, graph: Graph) -> None:
     """The clock only moves forward."""
-    status, body = await control(http, graph_sim, "POST", "clock", {"advance_seconds": -5})
+    reply = await graph.control("POST", "clock", {"advance_seconds": -5})
 
-    assert status == 400
-    assert any("advance_seconds" in p for p in body["error"]["problems"])
+    assert reply.status == 400
+    assert any("advance_seconds" in p for p in reply.body["error"]["problems"])
 
 
-async def test_reset_returns_to_the_initial_world(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_reset_returns_to_the_initial_world(graph_sim: SimHandle, graph: Graph) -> None:
     """POST /__sim/reset forgets objects, faults, counters, account and token changes."""
     initial = await graph_sim.state()
-    await build_world(http, graph_sim)
+    await build_world(graph)
     await graph_sim.add_fault(kind="latency", latency_ms=1)
     await graph_sim.put_account(id="act_1001", account_status=2)
     await graph_sim.put_token(token="temporary")
@@ -479,7 +372,7 @@ async def test_reset_returns_to_the_initial_world(
     assert state["tokens"] == initial["tokens"]
     assert state["object_limits"] == initial["object_limits"]
     assert (await graph_sim.requests())["http_requests"] == 0
-    await new_campaign(http, graph_sim)
+    await new_campaign(graph)
 
 
 async def test_reset_with_a_seed_changes_the_seed(graph_sim: SimHandle) -> None:
@@ -491,48 +384,45 @@ async def test_reset_with_a_seed_changes_the_seed(graph_sim: SimHandle) -> None:
 
 @pytest.mark.parametrize("seed", [True, "7", 1.5])
 async def test_reset_with_a_seed_that_is_not_an_integer_is_refused(
-    graph_sim: SimHandle, http: aiohttp.ClientSession, seed: Any
+    graph_sim: SimHandle, graph: Graph, seed: Any
 ) -> None:
     """The seed must be an integer (a JSON `true` is not one); the world is left as it was."""
-    await new_campaign(http, graph_sim)
+    await new_campaign(graph)
 
-    status, body = await control(http, graph_sim, "POST", "reset", {"seed": seed})
+    reply = await graph.control("POST", "reset", {"seed": seed})
 
-    assert status == 400
-    assert any("seed" in p for p in body["error"]["problems"])
+    assert reply.status == 400
+    assert any("seed" in p for p in reply.body["error"]["problems"])
     assert (await graph_sim.state())["seed"] == 0
     assert len(await graph_sim.objects()) == 1
 
 
-async def test_throttling_an_unknown_account_is_a_404(
-    graph_sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_throttling_an_unknown_account_is_a_404(graph_sim: SimHandle, graph: Graph) -> None:
     """POST /__sim/accounts/{id}/throttle needs an existing account."""
-    status, body = await control(http, graph_sim, "POST", "accounts/act_999/throttle", {})
+    reply = await graph.control("POST", "accounts/act_999/throttle", {})
 
-    assert status == 404
-    assert body["error"]["problems"]
+    assert reply.status == 404
+    assert reply.body["error"]["problems"]
 
 
-async def test_removing_one_fault_by_id(graph_sim: SimHandle, http: aiohttp.ClientSession) -> None:
+async def test_removing_one_fault_by_id(graph_sim: SimHandle, graph: Graph) -> None:
     """DELETE /__sim/faults/{id} removes that rule only; an unknown id is a 404."""
     await graph_sim.add_fault(id="one", kind="error", op="read")
     await graph_sim.add_fault(id="two", kind="error", op="create")
 
-    status, body = await control(http, graph_sim, "DELETE", "faults/one")
-    assert (status, body) == (200, {"removed": "one"})
+    reply = await graph.control("DELETE", "faults/one")
+    assert (reply.status, reply.body) == (200, {"removed": "one"})
     assert [r["id"] for r in await graph_sim.faults()] == ["two"]
-    status, _ = await control(http, graph_sim, "DELETE", "faults/one")
-    assert status == 404
+    reply = await graph.control("DELETE", "faults/one")
+    assert reply.status == 404
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "nope"), ("DELETE", "state")])
 async def test_unknown_control_paths_are_a_json_404(
-    graph_sim: SimHandle, http: aiohttp.ClientSession, method: str, path: str
+    graph_sim: SimHandle, graph: Graph, method: str, path: str
 ) -> None:
     """Anything under /__sim/ that is not an endpoint is a 404 with a JSON problem list."""
-    async with http.request(method, f"{graph_sim.url}/__sim/{path}") as resp:
-        assert resp.status == 404
-        assert resp.content_type == "application/json"
-        body = await resp.json()
-    assert body["error"]["problems"]
+    reply = await graph.control(method, path)
+    assert reply.status == 404
+    assert reply.content_type == "application/json"
+    assert reply.body["error"]["problems"]

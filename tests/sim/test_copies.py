@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,18 +16,22 @@ import aiohttp
 import pytest
 
 from gateway.testing import SimHandle
+from tests.sim.support import (
+    ACCOUNT,
+    TARGETING,
+    UNPINNED,
+    Graph,
+    Reply,
+    assert_graph_error,
+    form,
+    new_ad,
+    new_adset,
+    new_campaign,
+    new_creative,
+    python_batch,
+)
 
-TOKEN = "sim-token-alice"
-ACCOUNT = "act_1001"
-VERSION = "v25.0"
-TARGETING = {"geo_locations": {"countries": ["US"]}}
 COPY_ENTRY_KEYS = {"ad_object_type", "source_id", "copied_id"}
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: Any
 
 
 @dataclass
@@ -42,65 +46,23 @@ class Tree:
         return [ad for ads in self.adsets.values() for ad in ads]
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+class CopyGraph(Graph):
+    """A Graph client that also builds ad trees (ACTIVE unless told) and copies them."""
 
-
-class Graph:
-    """Just enough of a Graph client to build ad trees and copy them."""
-
-    def __init__(self, http: aiohttp.ClientSession, sim: SimHandle) -> None:
-        self.http = http
-        self.sim = sim
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        super().__init__(http, base)
         self._creative: str | None = None
 
-    async def call(
-        self, method: str, path: str, *, data: Any = None, json_body: Any = None, **query: str
-    ) -> Reply:
-        url = f"{self.sim.url}/{VERSION}/{path}"
-        params = {"access_token": TOKEN, **query}
-        async with self.http.request(method, url, params=params, data=data, json=json_body) as resp:
-            return Reply(resp.status, await resp.json())
-
-    async def create(self, edge: str, **params: str) -> str:
-        reply = await self.call("POST", f"{ACCOUNT}/{edge}", data=params)
-        assert reply.status == 200, reply.body
-        object_id: str = reply.body["id"]
-        return object_id
-
     async def campaign(self, name: str, status: str = "ACTIVE") -> str:
-        return await self.create(
-            "campaigns",
-            name=name,
-            objective="OUTCOME_TRAFFIC",
-            special_ad_categories="[]",
-            status=status,
-        )
+        return await new_campaign(self, name, status=status)
 
     async def adset(self, campaign_id: str, name: str, status: str = "ACTIVE") -> str:
-        return await self.create(
-            "adsets",
-            name=name,
-            campaign_id=campaign_id,
-            billing_event="IMPRESSIONS",
-            optimization_goal="LINK_CLICKS",
-            daily_budget="1000",
-            targeting=json.dumps(TARGETING),
-            status=status,
-        )
+        return await new_adset(self, campaign_id, name, status=status)
 
     async def ad(self, adset_id: str, name: str, status: str = "ACTIVE") -> str:
         if self._creative is None:
-            self._creative = await self.create("adcreatives", name="creative")
-        return await self.create(
-            "ads",
-            name=name,
-            adset_id=adset_id,
-            creative=json.dumps({"creative_id": self._creative}),
-            status=status,
-        )
+            self._creative = await new_creative(self, "creative")
+        return await new_ad(self, adset_id, self._creative, name, status=status)
 
     async def tree(self, name: str, shape: list[int], status: str = "ACTIVE") -> Tree:
         """A campaign `name` with one ad set per entry of *shape*, holding that many ads."""
@@ -114,16 +76,12 @@ class Graph:
 
     async def copy(self, source_id: str, **params: Any) -> Reply:
         """`POST /{id}/copies`, form-encoded as the Python SDK sends it."""
-        form = {
-            k: v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
-            for k, v in params.items()
-        }
-        return await self.call("POST", f"{source_id}/copies", data=form)
+        return await self("POST", f"{source_id}/copies", data=form(params))
 
 
 @pytest.fixture
-def graph(http: aiohttp.ClientSession, graph_sim: SimHandle) -> Graph:
-    return Graph(http, graph_sim)
+def graph(http: aiohttp.ClientSession, graph_sim: SimHandle) -> CopyGraph:
+    return CopyGraph(http, graph_sim.url)
 
 
 async def truth(sim: SimHandle) -> dict[str, dict[str, Any]]:
@@ -144,18 +102,14 @@ def copied_ids(body: Mapping[str, Any]) -> dict[str, str]:
     return mapping
 
 
-def error_of(reply: Reply, *, status: int = 400, code: int = 100) -> dict[str, Any]:
-    assert reply.status == status, reply.body
-    assert set(reply.body) == {"error"}
-    err = reply.body["error"]
-    assert {"message", "type", "code", "fbtrace_id"} <= set(err)
-    assert err["code"] == code, err
-    return dict(err)
+def refused(reply: Reply) -> dict[str, Any]:
+    """The error of a copy refused with HTTP 400, code 100."""
+    return assert_graph_error(reply, status=400, code=100, subcode=UNPINNED, type_=UNPINNED)
 
 
 class TestCampaignCopies:
     async def test_deep_copy_copies_ad_sets_and_ads_under_the_new_campaign(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """Deep copy answers every source/copy pair and stores each copy under copied parents."""
         tree = await graph.tree("Spring", [2, 1])
@@ -199,7 +153,7 @@ class TestCampaignCopies:
             assert after[object_id] == row
 
     async def test_shallow_copy_copies_only_the_campaign(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """Without deep_copy only the campaign is copied."""
         tree = await graph.tree("Shallow", [1])
@@ -228,12 +182,12 @@ class TestCampaignCopies:
         }
 
     async def test_node_style_json_copy_request_works(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """A JSON body with native booleans and objects copies like the form-encoded one."""
         tree = await graph.tree("Json", [1])
 
-        reply = await graph.call(
+        reply = await graph(
             "POST",
             f"{tree.campaign}/copies",
             json_body={
@@ -264,11 +218,11 @@ class TestStatusOption:
         ids=["default", "paused", "active"],
     )
     async def test_status_option_sets_every_copy_status(
-        self, graph: Graph, graph_sim: SimHandle, params: dict[str, str], expected: str
+        self, graph: CopyGraph, graph_sim: SimHandle, params: dict[str, str], expected: str
     ) -> None:
         """PAUSED (the default) and ACTIVE apply to the copy and all its children."""
         tree = await graph.tree("Status", [1, 1], status="ACTIVE")
-        await graph.call("POST", tree.ads[0], data={"status": "PAUSED"})
+        await graph("POST", tree.ads[0], data={"status": "PAUSED"})
 
         reply = await graph.copy(tree.campaign, deep_copy=True, **params)
 
@@ -278,7 +232,7 @@ class TestStatusOption:
             assert rows[copied]["status"] == expected
 
     async def test_inherited_from_source_keeps_each_source_status(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """INHERITED_FROM_SOURCE gives each copy the status of the object it was copied from."""
         campaign = await graph.campaign("Mixed", "ACTIVE")
@@ -302,7 +256,7 @@ class TestStatusOption:
         assert {source: rows[mapping[source]]["status"] for source in mapping} == expected
 
     async def test_unknown_status_option_is_refused(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """An unknown status_option is error 100 and stores nothing."""
         tree = await graph.tree("Bad status", [1])
@@ -310,7 +264,7 @@ class TestStatusOption:
 
         reply = await graph.copy(tree.campaign, deep_copy=True, status_option="DELETED")
 
-        error_of(reply)
+        refused(reply)
         assert await truth(graph_sim) == before
 
 
@@ -349,7 +303,7 @@ class TestRenameOptions:
     )
     async def test_rename_options_rename_the_chosen_levels(
         self,
-        graph: Graph,
+        graph: CopyGraph,
         graph_sim: SimHandle,
         rename: dict[str, str] | None,
         campaign_name: str,
@@ -373,7 +327,7 @@ class TestRenameOptions:
         assert rows[tree.campaign]["name"] == "Sale"
 
     async def test_unknown_rename_strategy_is_refused(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """An unknown rename_strategy is error 100 and stores nothing."""
         tree = await graph.tree("Bad rename", [1])
@@ -381,13 +335,13 @@ class TestRenameOptions:
 
         reply = await graph.copy(tree.campaign, rename_options={"rename_strategy": "SHOUT"})
 
-        error_of(reply)
+        refused(reply)
         assert await truth(graph_sim) == before
 
 
 class TestAdSetCopies:
     async def test_ad_set_copy_stays_in_its_campaign_by_default(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """`POST /{adset}/copies` answers copied_adset_id; the copy joins the source's campaign."""
         tree = await graph.tree("Home", [1])
@@ -410,13 +364,13 @@ class TestAdSetCopies:
         assert rows[new_adset]["status"] == "PAUSED"
         assert await graph_sim.objects(adset_id=new_adset) == []
         fields = "billing_event,daily_budget,targeting,campaign_id"
-        source = await graph.call("GET", adset_id, fields=fields)
-        copy = await graph.call("GET", new_adset, fields=fields)
+        source = await graph("GET", adset_id, params={"fields": fields})
+        copy = await graph("GET", new_adset, params={"fields": fields})
         assert copy.body == source.body | {"id": new_adset}
         assert copy.body["targeting"] == TARGETING
 
     async def test_ad_set_copy_can_move_to_another_campaign_with_its_ads(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """With campaign_id and deep_copy the copy and its ads land in the other campaign."""
         tree = await graph.tree("Source", [2])
@@ -442,7 +396,7 @@ class TestAdSetCopies:
         assert await graph_sim.objects(campaign_id=tree.campaign, type="adset") == [rows[adset_id]]
 
     async def test_ad_set_copy_into_a_missing_campaign_is_refused(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """A campaign_id that names no campaign is error 100 and stores nothing."""
         tree = await graph.tree("Lost", [1])
@@ -451,10 +405,10 @@ class TestAdSetCopies:
 
         reply = await graph.copy(adset_id, campaign_id="999999999")
 
-        error_of(reply)
+        refused(reply)
         assert await truth(graph_sim) == before
 
-    async def test_copy_exposes_its_source_id(self, graph: Graph, graph_sim: SimHandle) -> None:
+    async def test_copy_exposes_its_source_id(self, graph: CopyGraph, graph_sim: SimHandle) -> None:
         """`source_adset_id` (and the campaign and ad variants) name the source; "0" if none."""
         tree = await graph.tree("Origin", [1])
         (adset_id,) = tree.adsets
@@ -463,23 +417,23 @@ class TestAdSetCopies:
         campaign_copy = (await graph.copy(tree.campaign)).body["copied_campaign_id"]
         ad_copy = (await graph.copy(tree.ads[0])).body["copied_ad_id"]
 
-        read = await graph.call("GET", adset_copy, fields="source_adset_id,name")
+        read = await graph("GET", adset_copy, params={"fields": "source_adset_id,name"})
         assert read.body == {
             "id": adset_copy,
             "source_adset_id": adset_id,
             "name": "Origin set 0 - Copy",
         }
-        original = await graph.call("GET", adset_id, fields="source_adset_id")
+        original = await graph("GET", adset_id, params={"fields": "source_adset_id"})
         assert original.body == {"id": adset_id, "source_adset_id": "0"}
-        read = await graph.call("GET", campaign_copy, fields="source_campaign_id")
+        read = await graph("GET", campaign_copy, params={"fields": "source_campaign_id"})
         assert read.body == {"id": campaign_copy, "source_campaign_id": tree.campaign}
-        read = await graph.call("GET", ad_copy, fields="source_ad_id")
+        read = await graph("GET", ad_copy, params={"fields": "source_ad_id"})
         assert read.body == {"id": ad_copy, "source_ad_id": tree.ads[0]}
 
 
 class TestAdCopies:
     async def test_ad_copy_answers_only_the_copied_ad_id(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """`POST /{ad}/copies` answers `{copied_ad_id}`; the copy stays in the source ad set."""
         tree = await graph.tree("Solo", [1])
@@ -498,7 +452,9 @@ class TestAdCopies:
         assert rows[new_ad]["name"] == "Solo set 0 ad 0 - Copy"
         assert rows[new_ad]["status"] == "PAUSED"
 
-    async def test_ad_copy_into_another_ad_set(self, graph: Graph, graph_sim: SimHandle) -> None:
+    async def test_ad_copy_into_another_ad_set(
+        self, graph: CopyGraph, graph_sim: SimHandle
+    ) -> None:
         """With adset_id the copied ad lands in that ad set and its campaign."""
         tree = await graph.tree("From", [1])
         other = await graph.tree("To", [0])
@@ -517,7 +473,7 @@ class TestAdCopies:
 class TestLimits:
     @pytest.mark.parametrize("level", ["campaign", "adset"])
     async def test_deep_copy_of_more_than_three_ads_is_refused(
-        self, graph: Graph, graph_sim: SimHandle, level: str
+        self, graph: CopyGraph, graph_sim: SimHandle, level: str
     ) -> None:
         """A synchronous deep copy of more than 3 ads is error 100 and stores nothing."""
         tree = await graph.tree("Big", [4] if level == "adset" else [2, 2])
@@ -526,14 +482,14 @@ class TestLimits:
 
         reply = await graph.copy(source, deep_copy=True)
 
-        err = error_of(reply)
+        err = refused(reply)
         assert err["type"] == "FacebookApiException"
         assert await truth(graph_sim) == before
         traffic = await graph_sim.requests()
         assert "copy" not in {op.split(":")[0] for op in traffic["committed"]}
 
     async def test_deep_copy_of_exactly_three_ads_is_allowed(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """Three ads is the synchronous deep-copy maximum, and is copied."""
         tree = await graph.tree("Three", [3])
@@ -545,7 +501,7 @@ class TestLimits:
         assert len(copied_ids(reply.body)) == 4
 
     async def test_one_ad_set_copied_49_times_fills_the_campaign_to_50(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """The 1-50-1 strategy: 49 deep copies of one ad set with one ad give 50 and 50."""
         tree = await graph.tree("Fifty", [1])
@@ -568,7 +524,7 @@ class TestLimits:
         assert traffic["committed"]["copy:adset"] == 49
 
     async def test_49_copies_in_one_batch_fill_the_campaign_to_50(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """The 1-50-1 copies sent as one batch of 49 copy ops give 50 ad sets and 50 ads."""
         tree = await graph.tree("Batched", [1])
@@ -577,7 +533,7 @@ class TestLimits:
             {"method": "POST", "relative_url": f"{adset_id}/copies", "body": "deep_copy=true"}
         ] * 49
 
-        reply = await graph.call("POST", "", data={"batch": json.dumps(ops)})
+        reply = await python_batch(graph, ops)
 
         assert reply.status == 200
         assert [entry["code"] for entry in reply.body] == [200] * 49
@@ -596,24 +552,24 @@ class TestLimits:
 
     @pytest.mark.parametrize("level", ["campaign", "adset", "ad"])
     async def test_copy_of_a_deleted_object_is_refused(
-        self, graph: Graph, graph_sim: SimHandle, level: str
+        self, graph: CopyGraph, graph_sim: SimHandle, level: str
     ) -> None:
         """Copying a deleted campaign, ad set or ad is error 100 and stores nothing."""
         tree = await graph.tree("Gone", [1])
         source = {"campaign": tree.campaign, "adset": next(iter(tree.adsets)), "ad": tree.ads[0]}[
             level
         ]
-        deleted = await graph.call("DELETE", source)
+        deleted = await graph("DELETE", source)
         assert deleted.body == {"success": True}
         before = await truth(graph_sim)
 
         reply = await graph.copy(source)
 
-        error_of(reply)
+        refused(reply)
         assert await truth(graph_sim) == before
 
     async def test_copies_count_against_object_limits(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """A copy past `adsets_per_account` is error 100 and stores nothing."""
         tree = await graph.tree("Limited", [0])
@@ -626,7 +582,7 @@ class TestLimits:
 
         assert first.status == 200
         assert second.status == 200
-        error_of(third)
+        refused(third)
         counts = await graph_sim.counts()
         assert counts["by_account"][ACCOUNT]["adset"] == 3
         copies = [row for row in await graph_sim.objects(type="adset") if row["source_id"]]
@@ -636,7 +592,7 @@ class TestLimits:
         }
 
     async def test_deep_copy_past_a_limit_stores_nothing_at_all(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """A deep copy whose ads would pass `ads_per_account` stores not even the campaign."""
         tree = await graph.tree("All or nothing", [2])
@@ -645,11 +601,11 @@ class TestLimits:
 
         reply = await graph.copy(tree.campaign, deep_copy=True)
 
-        error_of(reply)
+        refused(reply)
         assert await truth(graph_sim) == before
 
     async def test_ad_copy_counts_against_the_ads_per_ad_set_limit(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: CopyGraph, graph_sim: SimHandle
     ) -> None:
         """An ad copied into a full ad set is error 100 and stores nothing."""
         tree = await graph.tree("Full", [2])
@@ -658,5 +614,5 @@ class TestLimits:
 
         reply = await graph.copy(tree.ads[0])
 
-        error_of(reply)
+        refused(reply)
         assert await truth(graph_sim) == before

@@ -8,19 +8,23 @@ so percentages are compared with a small tolerance.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
 from gateway.testing import SimHandle
+from tests.sim.support import (
+    ACCOUNT,
+    ERROR_KEYS_REQUIRED,
+    Graph,
+    Reply,
+    assert_graph_error,
+    campaign_params,
+    create,
+)
 
-TOKEN = "sim-token-alice"
-ACCOUNT = "act_1001"
 OTHER_ACCOUNT = "act_1002"
-VERSION = "v25.0"
 # Small numbers so a test reaches the limit in a few calls: 12 points = 4 writes or 12 reads.
 LIMITS = {"max_score": 12, "decay_seconds": 300, "block_seconds": 120}
 PCT = pytest.approx  # percentages drift by ~0.01 with the real time a test takes
@@ -36,11 +40,12 @@ BUC_KEYS = {
 }
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: Any
-    headers: Mapping[str, str]
+class UsageReply(Reply):
+    """A Reply that reads Graph's usage headers."""
+
+    @classmethod
+    def of(cls, reply: Reply) -> UsageReply:
+        return cls(reply.status, reply.body, reply.headers, reply.text)
 
     @property
     def app_usage(self) -> dict[str, Any]:
@@ -79,53 +84,27 @@ class Reply:
         return set(json.loads(self.headers["X-Business-Use-Case-Usage"]))
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+class RateGraph(Graph):
+    """A Graph client whose answers are UsageReplies, with reads and writes of known cost."""
 
-
-class Graph:
-    def __init__(self, http: aiohttp.ClientSession, sim: SimHandle) -> None:
-        self.http = http
-        self.sim = sim
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        super().__init__(http, base)
         self._names = 0
 
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        data: Any = None,
-        json_body: Any = None,
-        version: str = VERSION,
-        **query: str,
-    ) -> Reply:
-        params = {"access_token": TOKEN, **query}
-        url = f"{self.sim.url}/{version}/{path}"
-        async with self.http.request(method, url, params=params, data=data, json=json_body) as resp:
-            text = await resp.text()
-            return Reply(resp.status, json.loads(text) if text else None, resp.headers)
+    async def __call__(self, *args: Any, **kwargs: Any) -> UsageReply:
+        return UsageReply.of(await super().__call__(*args, **kwargs))
 
-    async def read(self, account: str = ACCOUNT) -> Reply:
+    async def read(self, account: str = ACCOUNT) -> UsageReply:
         """A read costing one point: the ad account node."""
-        return await self.call("GET", account, fields="name")
+        return await self("GET", account, params={"fields": "name"})
 
-    async def create(self, account: str = ACCOUNT) -> Reply:
+    async def create(self, account: str = ACCOUNT) -> UsageReply:
         """A write costing three points: a campaign create."""
         self._names += 1
-        return await self.call(
-            "POST",
-            f"{account}/campaigns",
-            data={
-                "name": f"campaign {self._names}",
-                "objective": "OUTCOME_TRAFFIC",
-                "special_ad_categories": "[]",
-                "status": "PAUSED",
-            },
-        )
+        params = campaign_params(f"campaign {self._names}")
+        return UsageReply.of(await create(self, "campaigns", params, account=account))
 
-    async def exhaust(self, account: str = ACCOUNT) -> Reply:
+    async def exhaust(self, account: str = ACCOUNT) -> UsageReply:
         """Create until refused; the refusal (with LIMITS: the fifth create)."""
         for _ in range(4):
             reply = await self.create(account)
@@ -134,35 +113,29 @@ class Graph:
 
 
 @pytest.fixture
-def graph(http: aiohttp.ClientSession, graph_sim: SimHandle) -> Graph:
-    return Graph(http, graph_sim)
+def graph(http: aiohttp.ClientSession, graph_sim: SimHandle) -> RateGraph:
+    return RateGraph(http, graph_sim.url)
 
 
 def throttle_error(reply: Reply, *, status: int, code: int, subcode: int | None) -> dict[str, Any]:
     """The error of a throttled answer, after checking its full shape."""
-    assert reply.status == status, reply.body
-    assert set(reply.body) == {"error"}
-    err = reply.body["error"]
-    expected = {"message", "type", "code", "fbtrace_id"}
+    err = assert_graph_error(reply, status=status, code=code, subcode=subcode)
+    expected = set(ERROR_KEYS_REQUIRED)
     if subcode is not None:
         expected.add("error_subcode")
     assert set(err) - {"is_transient"} == expected, err
-    assert err["type"] == "OAuthException"
-    assert err["code"] == code
-    assert err.get("error_subcode") == subcode
     assert err["message"].startswith(f"(#{code}) ")
-    assert isinstance(err["fbtrace_id"], str)
-    return dict(err)
+    return err
 
 
 class TestUsageHeaders:
     async def test_ad_account_responses_carry_parseable_usage_headers(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """Reads and writes of an ad account carry X-App-Usage, X-Ad-Account-Usage and BUC."""
         created = await graph.create()
         read = await graph.read()
-        node = await graph.call("GET", created.body["id"], fields="name")
+        node = await graph("GET", created.body["id"], params={"fields": "name"})
 
         for reply in (created, read, node):
             assert reply.status == 200
@@ -179,21 +152,21 @@ class TestUsageHeaders:
             }
 
     async def test_object_reads_report_the_objects_own_account(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """Reading an object by id reports the usage of the account that owns it."""
         created = await graph.create(OTHER_ACCOUNT)
 
-        node = await graph.call("GET", created.body["id"], fields="name")
+        node = await graph("GET", created.body["id"], params={"fields": "name"})
 
         assert node.status == 200
         assert node.buc_accounts() == {"1002"}
 
     async def test_calls_without_an_ad_account_carry_only_app_usage(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """`/me` touches no ad account: X-App-Usage only."""
-        reply = await graph.call("GET", "me")
+        reply = await graph("GET", "me")
 
         assert reply.status == 200
         assert reply.app_usage == {"call_count": 0, "total_cputime": 0, "total_time": 0}
@@ -201,7 +174,7 @@ class TestUsageHeaders:
         assert "X-Business-Use-Case-Usage" not in reply.headers
 
     async def test_usage_headers_appear_once_usage_reaches_header_min_pct(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """Below `header_min_pct` Graph sends no usage headers; at or above it, it does."""
         await graph_sim.set_limits(rate_limits=LIMITS | {"header_min_pct": 20})
@@ -219,14 +192,14 @@ class TestUsageHeaders:
 
 class TestScore:
     async def test_reads_cost_one_point_and_writes_three(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """With a max score of 12 a read adds 8.33 % and a write 25 % to the usage headers."""
         await graph_sim.set_limits(rate_limits=LIMITS)
 
         read = await graph.read()
         write = await graph.create()
-        listing = await graph.call("GET", f"{ACCOUNT}/campaigns")
+        listing = await graph("GET", f"{ACCOUNT}/campaigns")
 
         assert read.account_usage["acc_id_util_pct"] == PCT(100 / 12, abs=0.05)
         assert read.buc("1001")["call_count"] == 8
@@ -239,7 +212,7 @@ class TestScore:
         assert listing.buc("1001")["estimated_time_to_regain_access"] == 0
 
     async def test_call_that_would_pass_the_max_score_is_throttled(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """Four writes reach 12 points; the fifth gets 80004/2446079 and regains in 2 minutes."""
         await graph_sim.set_limits(rate_limits=LIMITS)
@@ -253,7 +226,7 @@ class TestScore:
         assert len(await graph_sim.objects(type="campaign")) == 4
 
     async def test_throttled_account_stays_throttled_until_the_block_ends(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """During the 120 s block every call is refused, however cheap; after it, calls work."""
         await graph_sim.set_limits(rate_limits=LIMITS)
@@ -276,7 +249,7 @@ class TestScore:
         assert len(await graph_sim.objects(type="campaign")) == 5
 
     async def test_score_decays_as_the_clock_advances(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """The score falls linearly: 9 points less 150 s at 12 per 300 s leave 3."""
         await graph_sim.set_limits(rate_limits=LIMITS)
@@ -292,7 +265,7 @@ class TestScore:
         assert empty.account_usage["acc_id_util_pct"] == PCT(100 / 12, abs=0.05)
 
     async def test_reset_time_duration_is_the_time_until_the_score_is_zero(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """After `reset_time_duration` seconds the score has decayed to nothing."""
         await graph_sim.set_limits(rate_limits=LIMITS)
@@ -308,7 +281,7 @@ class TestScore:
         assert after.account_usage["acc_id_util_pct"] == PCT(100 / 12, abs=0.05)
 
     async def test_reset_time_duration_of_a_blocked_account_reaches_a_zero_score(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """A blocked account's `reset_time_duration` also counts down to a score of zero."""
         await graph_sim.set_limits(rate_limits=LIMITS)
@@ -323,7 +296,7 @@ class TestScore:
         assert after.account_usage["acc_id_util_pct"] == PCT(100 / 12, abs=0.05)
 
     async def test_another_account_is_not_throttled_by_the_first(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """act_1002 keeps working while act_1001 is blocked; each reports only its own usage."""
         await graph_sim.set_limits(rate_limits=LIMITS)
@@ -350,7 +323,13 @@ class TestScore:
         ],
     )
     async def test_throttle_error_selects_the_code_a_blocked_account_gets(
-        self, graph: Graph, graph_sim: SimHandle, kind: str, code: int, subcode: int, wording: str
+        self,
+        graph: RateGraph,
+        graph_sim: SimHandle,
+        kind: str,
+        code: int,
+        subcode: int,
+        wording: str,
     ) -> None:
         """`throttle_error` picks 80004/2446079, 17/2446079 or 613/1487742 (all HTTP 400)."""
         await graph_sim.set_limits(rate_limits=LIMITS | {"throttle_error": kind})
@@ -363,7 +342,7 @@ class TestScore:
             assert wording in err["message"]
 
     async def test_control_throttle_blocks_the_account_at_once(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """`throttle("act_1001", 300)` refuses the very next call for 5 minutes."""
         state = await graph_sim.throttle(ACCOUNT, 300)
@@ -381,7 +360,7 @@ class TestScore:
         assert after.status == 200
 
     async def test_throttled_creates_store_nothing(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """A create refused by the throttle is counted as arrived but never committed."""
         await graph_sim.throttle(ACCOUNT, 60)
@@ -397,7 +376,7 @@ class TestScore:
 
 class TestMutationQps:
     async def test_creates_past_the_mutation_qps_get_613_5044001(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """With mutation_qps 3 the 4th create in a second is refused; a second later it works."""
         await graph_sim.set_limits(rate_limits={"mutation_qps": 3})
@@ -417,7 +396,7 @@ class TestMutationQps:
         assert len(await graph_sim.objects(account_id=ACCOUNT, type="campaign")) == 4
 
     async def test_edits_count_toward_the_mutation_qps(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """Edits of ad objects share the mutation QPS with creates."""
         created = await graph.create()
@@ -425,9 +404,9 @@ class TestMutationQps:
         await graph_sim.advance(1.1)
         await graph_sim.set_limits(rate_limits={"mutation_qps": 2})
 
-        first = await graph.call("POST", campaign_id, data={"name": "one"})
-        second = await graph.call("POST", campaign_id, data={"name": "two"})
-        third = await graph.call("POST", campaign_id, data={"name": "three"})
+        first = await graph("POST", campaign_id, data={"name": "one"})
+        second = await graph("POST", campaign_id, data={"name": "two"})
+        third = await graph("POST", campaign_id, data={"name": "three"})
 
         assert first.body == {"success": True}
         assert second.body == {"success": True}
@@ -438,13 +417,13 @@ class TestMutationQps:
 
 class TestAppLimit:
     async def test_calls_past_the_app_allowance_get_code_4(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """With 5 app calls per hour the sixth call is HTTP 403 code 4; an hour later it works."""
         await graph_sim.set_limits(rate_limits={"app_calls_per_hour": 5})
-        replies = [await graph.call("GET", "me") for _ in range(5)]
+        replies = [await graph("GET", "me") for _ in range(5)]
 
-        refused = await graph.call("GET", "me")
+        refused = await graph("GET", "me")
         refused_account = await graph.read()
         await graph_sim.advance(3601)
         again = await graph.read()
@@ -460,7 +439,7 @@ class TestAppLimit:
 
 class TestBatch:
     async def test_each_batch_op_counts_toward_the_score(
-        self, graph: Graph, graph_sim: SimHandle
+        self, graph: RateGraph, graph_sim: SimHandle
     ) -> None:
         """With max score 9 a batch of 5 creates succeeds 3 times; the rest are throttle entries."""
         await graph_sim.set_limits(rate_limits={"max_score": 9})
@@ -473,7 +452,7 @@ class TestBatch:
             for i in range(5)
         ]
 
-        reply = await graph.call("POST", "", data={"batch": json.dumps(ops)}, version="v26.0")
+        reply = await graph("POST", "/v26.0/", data={"batch": json.dumps(ops)})
 
         assert reply.status == 200
         assert [entry["code"] for entry in reply.body] == [200, 200, 200, 400, 400]

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import pytest
 from facebook_business.adobjects.ad import Ad
 from facebook_business.adobjects.adaccount import AdAccount
@@ -27,41 +26,26 @@ from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession
 
 from gateway.testing import SimHandle
+from tests.sim.support import (
+    ACCOUNT,
+    TARGETING,
+    TOKEN,
+    Graph,
+    ad_params,
+    adset_params,
+    campaign_params,
+    node_op_body,
+)
 
-ACCOUNT = "act_1001"
-# Key order as a Node caller would write it; the Python SDK sorts keys when it encodes.
-TARGETING = {
-    "geo_locations": {"countries": ["US", "CA"]},
-    "age_min": 18,
-    "age_max": 65,
-    "publisher_platforms": ["facebook"],
-}
 STORY = {
     "page_id": "100000000000001",
     "link_data": {"link": "https://example.com", "message": "hi"},
 }
-
-
-def campaign_params(name: str = "sdk campaign") -> dict[str, Any]:
-    return {
-        "name": name,
-        "objective": "OUTCOME_TRAFFIC",
-        "status": "PAUSED",
-        "special_ad_categories": [],
-    }
-
-
-def adset_params(campaign_id: str, name: str = "sdk adset") -> dict[str, Any]:
-    return {
-        "name": name,
-        "campaign_id": campaign_id,
-        "daily_budget": 1000,
-        "billing_event": "IMPRESSIONS",
-        "optimization_goal": "LINK_CLICKS",
-        "bid_strategy": "LOWEST_COST_WITHOUT_CAP",
-        "status": "PAUSED",
-        "targeting": TARGETING,
-    }
+NODE_HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json, text/plain, */*",
+    "User-Agent": "fbbizsdk-nodejs-v24.0.0",
+}
 
 
 @pytest.fixture
@@ -96,13 +80,7 @@ def sdk_init(graph_url: str) -> Iterator[Callable[[str], FacebookAdsApi]]:
 
 @pytest.fixture
 def api(sdk_init: Callable[[str], FacebookAdsApi]) -> FacebookAdsApi:
-    return sdk_init("sim-token-alice")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+    return sdk_init(TOKEN)
 
 
 async def sdk_campaign(name: str = "sdk campaign") -> Campaign:
@@ -128,13 +106,7 @@ async def sdk_ad_chain() -> dict[str, str]:
         account.create_ad_creative, params={"name": "sdk creative", "object_story_spec": STORY}
     )
     ad = await asyncio.to_thread(
-        account.create_ad,
-        params={
-            "name": "sdk ad",
-            "adset_id": adset["id"],
-            "creative": {"creative_id": creative["id"]},
-            "status": "PAUSED",
-        },
+        account.create_ad, params=ad_params(adset["id"], creative["id"], "sdk ad")
     )
     return {
         "campaign": campaign["id"],
@@ -383,27 +355,20 @@ class NodeShapes:
 
     version = "v24.0"
 
-    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
-        self.http = http
-        self.base = base
+    def __init__(self, graph: Graph, token: str) -> None:
+        self.graph = graph
         self.token = token
 
     def url(self, path: str, query: str = "") -> str:
         tail = f"access_token={quote(self.token)}"
-        return f"{self.base}/{self.version}/{path}?{query + '&' if query else ''}{tail}"
+        return f"{self.graph.base}/{self.version}/{path}?{query + '&' if query else ''}{tail}"
 
     async def send(self, method: str, url: str, body: dict[str, Any]) -> tuple[int, Any]:
-        async with self.http.request(
-            method,
-            url,
-            data=json.dumps(body),
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json, text/plain, */*",
-                "User-Agent": "fbbizsdk-nodejs-v24.0.0",
-            },
-        ) as resp:
-            return resp.status, await resp.json()
+        """The token is already in *url*, last, as the Node SDK puts it."""
+        reply = await self.graph(
+            method, url, token=None, data=json.dumps(body), headers=NODE_HEADERS
+        )
+        return reply.status, reply.body
 
     async def create(self, account: str, edge: str, params: dict[str, Any]) -> str:
         status, body = await self.send(
@@ -421,31 +386,22 @@ class NodeShapes:
         return await self.send("DELETE", self.url(object_id, f"id={object_id}"), {})
 
     async def batch(self, ops: list[dict[str, Any]]) -> tuple[int, Any]:
-        url = f"{self.base}/{self.version}?access_token={quote(self.token)}"
+        url = f"{self.graph.base}/{self.version}?access_token={quote(self.token)}"
         return await self.send("POST", url, {"batch": ops})
 
 
 @pytest.fixture
-def node(graph_sim: SimHandle, http: aiohttp.ClientSession) -> NodeShapes:
-    return NodeShapes(http, graph_sim.url, "sim-token-alice")
+def node(graph: Graph) -> NodeShapes:
+    return NodeShapes(graph, TOKEN)
 
 
 async def node_ad_chain(node: NodeShapes) -> dict[str, str]:
-    campaign = await node.create(ACCOUNT, "campaigns", campaign_params())
-    adset = await node.create(ACCOUNT, "adsets", adset_params(campaign))
+    campaign = await node.create(ACCOUNT, "campaigns", campaign_params("sdk campaign"))
+    adset = await node.create(ACCOUNT, "adsets", adset_params(campaign, "sdk adset"))
     creative = await node.create(
         ACCOUNT, "adcreatives", {"name": "sdk creative", "object_story_spec": STORY}
     )
-    ad = await node.create(
-        ACCOUNT,
-        "ads",
-        {
-            "name": "sdk ad",
-            "adset_id": adset,
-            "creative": {"creative_id": creative},
-            "status": "PAUSED",
-        },
-    )
+    ad = await node.create(ACCOUNT, "ads", ad_params(adset, creative, "sdk ad"))
     return {"campaign": campaign, "adset": adset, "creative": creative, "ad": ad}
 
 
@@ -496,19 +452,15 @@ async def test_node_shaped_batch_with_unencoded_op_bodies(
     graph_sim: SimHandle, node: NodeShapes
 ) -> None:
     """A JSON `batch` array whose op bodies are not URL-encoded, with `name`/`attachedFiles`."""
-    campaign = await node.create(ACCOUNT, "campaigns", campaign_params())
+    campaign = await node.create(ACCOUNT, "campaigns", campaign_params("sdk campaign"))
     ops = []
     for i in range(3):
         params = adset_params(campaign, f"node batch adset {i}")
-        body = "&".join(
-            f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
-            for k, v in params.items()
-        )
         ops.append(
             {
                 "method": "POST",
                 "relative_url": f"{ACCOUNT}/adsets",
-                "body": body + "&fields=",
+                "body": node_op_body(params),
                 "name": params["name"],
                 "attachedFiles": "",
             }

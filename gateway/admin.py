@@ -1,0 +1,142 @@
+"""The admin port: health, readiness, Prometheus metrics and the admin API (DESIGN.md §3.3).
+
+Everything under /admin/v1/ needs `Authorization: Bearer $GATEWAY_ADMIN_TOKEN` when a token
+is set (compared in constant time); without one the port only binds to loopback (settings).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.context import GATEWAY, Gateway
+from gateway.errors import StoreError
+from gateway.model import EntityQuery, EntityRecord, EntityState
+
+ADMIN_PREFIX = "/admin/v1/"
+MAX_PAGE = 1000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    body = {"error": {"message": message, "type": "GatewayAdminError", "status": status, **extra}}
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[GATEWAY].settings.admin_token
+    if token and request.path.startswith(ADMIN_PREFIX):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            response = _error(401, "Authorization: Bearer <admin token> is required")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="graph-gateway-admin"'
+            return response
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return _error(403, "The admin token is not valid")
+    return await handler(request)
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    checks: dict[str, str] = {}
+    try:
+        await gw.ledger.check()
+        checks["ledger"] = "ok"
+    except StoreError as exc:
+        checks["ledger"] = f"unavailable: {exc.message}"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    body = request.app[GATEWAY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _since(raw: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(raw), UTC)
+    except ValueError:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def entity_json(record: EntityRecord) -> dict[str, Any]:
+    doc = asdict(record)
+    doc["created_at"] = record.created_at.isoformat()
+    doc["updated_at"] = record.updated_at.isoformat()
+    doc["state"] = record.state.value
+    doc["source"] = record.source.value
+    doc["error"] = dict(record.error) if record.error else None
+    return doc
+
+
+async def _entities(request: web.Request) -> web.StreamResponse:
+    """GET /admin/v1/entities?account=&job=&since=&state=&limit=&before= (newest first)."""
+    q = request.query
+    problems = []
+    try:
+        limit = int(q.get("limit", "100"))
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError
+    except ValueError:
+        problems.append(f"limit: an integer from 1 to {MAX_PAGE}")
+        limit = 100
+    before = None
+    if "before" in q:
+        try:
+            before = int(q["before"])
+        except ValueError:
+            problems.append("before: the integer cursor from paging.next")
+    since = None
+    if "since" in q:
+        try:
+            since = _since(q["since"])
+        except ValueError:
+            problems.append("since: ISO 8601 (2026-11-29T10:00:00Z) or unix seconds")
+    state = None
+    if "state" in q:
+        try:
+            state = EntityState(q["state"])
+        except ValueError:
+            problems.append(f"state: one of {[s.value for s in EntityState]}")
+    if problems:
+        return _error(400, "; ".join(problems), problems=problems)
+    query = EntityQuery(
+        account_id=q.get("account"),
+        job_id=q.get("job"),
+        since=since,
+        state=state,
+        before_id=before,
+        limit=limit,
+    )
+    try:
+        page = await request.app[GATEWAY].ledger.entities(query)
+    except StoreError as exc:
+        return _error(503, f"ledger unavailable: {exc.message}")
+    body: dict[str, Any] = {"data": [entity_json(r) for r in page.items], "paging": {}}
+    if page.next_before_id is not None:
+        body["paging"]["next"] = str(request.rel_url.update_query(before=str(page.next_before_id)))
+    return web.json_response(body)
+
+
+def create_admin_app(gw: Gateway) -> web.Application:
+    app = web.Application(middlewares=[_auth])
+    app[GATEWAY] = gw
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/admin/v1/entities", _entities)
+    return app

@@ -1,0 +1,164 @@
+"""Policy documents (TOML tables) parsed into one immutable `PolicySet`.
+
+Pure: takes already-loaded documents, never reads files. Every file carries `version = 1`; a
+table may appear in one file only; every problem is reported at once as a `ConfigError`.
+`[[examples]]` are not rules: tests evaluate them (tests/policies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.classify import DEFAULT_RULES, CreateRules
+from gateway.core.schema import build
+from gateway.errors import ConfigError
+
+POLICY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class UpstreamPolicy:
+    """Timing of calls to Graph (DESIGN.md §3.4: these three keys are the contract)."""
+
+    connect_timeout_seconds: float = 5.0
+    # Longest wait for Graph's answer to one attempt; creates on Graph can take seconds.
+    per_try_timeout_seconds: float = 30.0
+    # The whole request, retries and waits included, never takes longer than this.
+    deadline_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class ProxyPolicy:
+    """The proxy port and its pool of connections to Graph."""
+
+    # Bodies the gateway must read to classify (forms, JSON, batches). Graph's own limit for
+    # such calls is far below this; larger ones are refused with 413 before anything is sent.
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Streamed uploads (adimages, advideos). Graph takes images up to 30 MB and non-resumable
+    # videos up to 1 GB.
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    # Above the SDKs' 5 s idle reuse (Node's agent), so the gateway never closes a connection a
+    # client is about to reuse (graph-api-notes Part B §3).
+    client_keepalive_seconds: float = 75.0
+    # Listen backlog: aiohttp's default of 128 drops connections with 500+ clients.
+    backlog: int = 4096
+    # Connections to Graph (0 = unlimited), per host likewise, and their idle keep-alive.
+    upstream_pool_size: int = 1000
+    upstream_pool_per_host: int = 0
+    upstream_keepalive_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class LedgerPolicy:
+    """PostgreSQL pool size (SQLite uses one writer and one reader connection)."""
+
+    pool_min_size: int = 2
+    pool_max_size: int = 50
+
+
+@dataclass(frozen=True)
+class ClassificationPolicy:
+    """Which calls create entities (DESIGN.md §3.1)."""
+
+    edges: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_RULES.edges))
+    copies: bool = True
+    batch_max_ops: int = 50
+
+    def rules(self) -> CreateRules:
+        return CreateRules(
+            edges=dict(self.edges), copies=self.copies, batch_max_ops=self.batch_max_ops
+        )
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    upstream: UpstreamPolicy = field(default_factory=UpstreamPolicy)
+    proxy: ProxyPolicy = field(default_factory=ProxyPolicy)
+    ledger: LedgerPolicy = field(default_factory=LedgerPolicy)
+    classification: ClassificationPolicy = field(default_factory=ClassificationPolicy)
+    # Every file's [[examples]], by file name, for the policy tests.
+    examples: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
+
+
+_TABLES: dict[str, type[Any]] = {
+    "upstream": UpstreamPolicy,
+    "proxy": ProxyPolicy,
+    "ledger": LedgerPolicy,
+    "classification": ClassificationPolicy,
+}
+_ENTITY_TYPES = frozenset({"campaign", "adset", "ad", "adcreative", "adimage", "advideo"})
+
+
+def parse(documents: Mapping[str, Mapping[str, Any]]) -> PolicySet:
+    """One PolicySet from policy documents keyed by file name."""
+    problems: list[str] = []
+    tables: dict[str, Any] = {}
+    seen_in: dict[str, str] = {}
+    examples: dict[str, tuple[Mapping[str, Any], ...]] = {}
+    for name, doc in sorted(documents.items()):
+        if doc.get("version") != POLICY_VERSION:
+            problems.append(f"{name}: version = {POLICY_VERSION} is required")
+        for key, value in doc.items():
+            if key == "version":
+                continue
+            if key == "examples":
+                if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+                    problems.append(f"{name}: [[examples]] must be tables")
+                else:
+                    examples[name] = tuple(value)
+                continue
+            if key not in _TABLES:
+                problems.append(
+                    f"{name}: unknown table [{key}] (known: {', '.join(sorted(_TABLES))})"
+                )
+                continue
+            if key in seen_in:
+                problems.append(f"{name}: [{key}] is already defined in {seen_in[key]}")
+                continue
+            seen_in[key] = name
+            built = build(_TABLES[key], value, f"{name} [{key}]", problems)
+            if built is not None:
+                problems.extend(f"{name} [{key}] {p}" for p in _check(key, built))
+                tables[key] = built
+    if problems:
+        raise ConfigError(problems)
+    return PolicySet(**tables, examples=examples)
+
+
+def _check(table: str, value: Any) -> list[str]:
+    problems: list[str] = []
+    if table == "upstream":
+        problems.extend(
+            f"{name}: must be > 0"
+            for name in ("connect_timeout_seconds", "per_try_timeout_seconds", "deadline_seconds")
+            if getattr(value, name) <= 0
+        )
+        if value.per_try_timeout_seconds > value.deadline_seconds:
+            problems.append("per_try_timeout_seconds: must not exceed deadline_seconds")
+    elif table == "proxy":
+        problems.extend(
+            f"{name}: must be >= 1"
+            for name in ("max_body_bytes", "max_upload_bytes", "backlog")
+            if getattr(value, name) < 1
+        )
+        problems.extend(
+            f"{name}: must be >= 0 (0 = unlimited)"
+            for name in ("upstream_pool_size", "upstream_pool_per_host")
+            if getattr(value, name) < 0
+        )
+        if value.client_keepalive_seconds <= 5:
+            problems.append("client_keepalive_seconds: must stay above the SDKs' 5 s idle reuse")
+    elif table == "ledger":
+        if not 1 <= value.pool_min_size <= value.pool_max_size:
+            problems.append("pool_min_size/pool_max_size: need 1 <= min <= max")
+    elif table == "classification":
+        problems.extend(
+            f"edges.{edge}: one of {sorted(_ENTITY_TYPES)}"
+            for edge, kind in value.edges.items()
+            if not isinstance(kind, str) or kind not in _ENTITY_TYPES
+        )
+        if not 1 <= value.batch_max_ops <= 50:
+            problems.append("batch_max_ops: between 1 and Graph's limit of 50")
+    return problems

@@ -1,0 +1,144 @@
+"""Errors the gateway itself produces, and the one table that turns them into HTTP answers.
+
+    GatewayError(Exception)                       reason, status, code, transient
+    ├── ConfigError(GatewayError, ValueError)     bad settings or policy; raised at start-up
+    ├── RequestRejected                           the caller's request is refused
+    │   ├── BadRequest                            400/413 bad_request
+    │   └── PayloadTooLarge                       413 bad_request
+    ├── UpstreamError                             talking to Graph
+    │   ├── UpstreamUnavailable                   502 upstream_unavailable (nothing was sent)
+    │   ├── UpstreamTimeout(…, TimeoutError)      504 upstream_timeout (a read got no answer)
+    │   └── OutcomeUnknown                        504 outcome_unknown (a create got no answer)
+    └── StoreError                                persistence
+        ├── StoreUnavailable                      503 ledger_unavailable
+        └── StoreConflict                         a unique constraint refused a row
+
+Bugs are not GatewayErrors: they become a 500 `internal_error`, a logged traceback and an
+alert. `gateway.proxy` renders every GatewayError through `ERROR_TABLE`, in Graph's envelope
+(DESIGN.md §2.2), so the backend's existing Graph error handling works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    status: int
+    code: int
+    transient: bool
+
+
+# gateway_reason -> (HTTP status, Graph-envelope `code`, is_transient). The codes are part of
+# the contract (README, "Errors the gateway returns"); never renumber one.
+ERROR_TABLE: dict[str, ErrorSpec] = {
+    "cap_exceeded": ErrorSpec(409, 9001, False),
+    "idempotency_mismatch": ErrorSpec(422, 9002, False),
+    "request_in_progress": ErrorSpec(409, 9003, True),
+    "bad_request": ErrorSpec(400, 9004, False),
+    "job_not_found": ErrorSpec(404, 9005, False),
+    "job_closed": ErrorSpec(409, 9006, False),
+    "verification_failed": ErrorSpec(422, 9007, False),
+    "ledger_unavailable": ErrorSpec(503, 9008, True),
+    "circuit_open": ErrorSpec(503, 9009, True),
+    "throttled": ErrorSpec(429, 9010, True),
+    "outcome_unknown": ErrorSpec(504, 9011, True),
+    "upstream_unavailable": ErrorSpec(502, 9012, True),
+    "upstream_timeout": ErrorSpec(504, 9013, True),
+    "internal_error": ErrorSpec(500, 9099, True),
+}
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with itself."""
+
+    reason: str = "internal_error"
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self._status = status
+        self.retry_after = retry_after
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return ERROR_TABLE[self.reason]
+
+    @property
+    def status(self) -> int:
+        return self._status or self.spec.status
+
+    def envelope(self, request_id: str, *, error_data: Any = None) -> dict[str, Any]:
+        """Graph's error body with the gateway's fields (DESIGN.md §2.2)."""
+        err: dict[str, Any] = {
+            "message": self.message,
+            "type": "GatewayException",
+            "code": self.spec.code,
+            "is_transient": self.spec.transient,
+            "gateway_reason": self.reason,
+            "fbtrace_id": request_id,
+        }
+        if error_data is not None:
+            err["error_data"] = error_data
+        return {"error": err}
+
+
+class ConfigError(GatewayError, ValueError):
+    """Settings or policy are invalid; lists every problem at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class RequestRejected(GatewayError):
+    pass
+
+
+class BadRequest(RequestRejected):
+    reason = "bad_request"
+
+
+class PayloadTooLarge(BadRequest):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body is larger than {limit} bytes", status=413)
+
+
+class UpstreamError(GatewayError):
+    pass
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Graph could not be reached; the request was not sent."""
+
+    reason = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError, TimeoutError):
+    """A request that changes nothing got no answer in time."""
+
+    reason = "upstream_timeout"
+
+
+class OutcomeUnknown(UpstreamError):
+    """A create was sent and no answer came: it may or may not exist on Graph."""
+
+    reason = "outcome_unknown"
+
+
+class StoreError(GatewayError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    reason = "ledger_unavailable"
+
+
+class StoreConflict(StoreError):
+    """A unique or serialization conflict; worth retrying, like an unavailable store."""
+
+    reason = "ledger_unavailable"

@@ -1,0 +1,80 @@
+"""Every Prometheus metric the gateway exports, on a registry each app gets its own of.
+
+Metric names follow `gateway_<noun>_<unit>[_total]`. Labels are bounded sets (request kind,
+outcome, entity type, state): never an id, a path or a token.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Upstream and ledger latencies span sub-millisecond (loopback) to Graph's multi-second creates.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests_total",
+            "Requests on the proxy port, by kind (passthrough, create, batch, copy, rejected) and "
+            "outcome (ok = answered by Graph, or the gateway_reason it was refused with).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "gateway_upstream_latency_seconds",
+            "Time from sending a request to Graph to its answer's headers, by kind.",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors_total",
+            "Calls to Graph that got no answer, by what happened (connect, timeout, reset).",
+            ["error"],
+            registry=r,
+        )
+        self.ledger_write_latency = Histogram(
+            "gateway_ledger_write_seconds",
+            "Ledger write transactions, by operation (intents, settle, discovered).",
+            ["op"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ledger_failures = Counter(
+            "gateway_ledger_failures_total",
+            "Ledger writes that failed, by operation; a failed intent write refuses the create.",
+            ["op"],
+            registry=r,
+        )
+        self.entities = Counter(
+            "gateway_entities_total",
+            "Create outcomes recorded in the ledger, by entity type and state.",
+            ["entity_type", "state"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight", "Requests being handled on the proxy port.", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,227 @@
+"""The proxy port: every call passes through to Graph; creates go through the engine.
+
+The only place a `GatewayError` becomes an HTTP answer (Graph's envelope, `ERROR_TABLE`).
+Pass-through requests are forwarded byte for byte: method, raw path and query, body, headers
+minus hop-by-hop; Graph's answer comes back unchanged plus `X-Gateway-Request-Id`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway import logs
+from gateway.context import GATEWAY, Gateway
+from gateway.core.classify import (
+    Batch,
+    Classification,
+    Create,
+    Invalid,
+    Passthrough,
+    RawRequest,
+    classify,
+    needs_body,
+)
+from gateway.engine import Body, run_create
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.upstream import forward_headers, map_errors, response_headers
+
+REQUEST_ID_HEADER = "X-Gateway-Request-Id"
+RESERVED_PREFIX = "/_gateway/"
+_VERSION = re.compile(r"^/(v\d+\.\d+)(?:/|$)")
+# Answers up to this size are read whole and sent in one write; larger ones are streamed.
+_BUFFER_LIMIT = 256 * 1024
+_STREAM_CHUNK = 64 * 1024
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(12)
+
+
+def error_response(exc: GatewayError, request_id: str) -> web.Response:
+    headers = {REQUEST_ID_HEADER: request_id}
+    if exc.spec.transient:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after or 1)))
+    return web.json_response(exc.envelope(request_id), status=exc.status, headers=headers)
+
+
+def _content_type(request: web.Request) -> str:
+    raw = request.headers.get(hdrs.CONTENT_TYPE, "")
+    return raw.split(";", 1)[0].strip().lower()
+
+
+def _check_target(request: web.Request) -> None:
+    """Not an open proxy: only origin-form targets; the upstream never comes from the client."""
+    if request.method == hdrs.METH_CONNECT:
+        raise BadRequest("CONNECT is not supported: this is not an open proxy", status=405)
+    raw = request.raw_path
+    if not raw.startswith("/"):
+        raise BadRequest("Only origin-form request targets (/path?query) are accepted")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(limit) from exc
+
+
+def _stream_body(request: web.Request, limit: int) -> Callable[[], AsyncIterator[bytes]]:
+    """The request body as it arrives, refusing more than *limit* bytes (never buffered whole)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(limit)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in request.content.iter_chunked(_STREAM_CHUNK):
+            seen += len(chunk)
+            if seen > limit:
+                raise PayloadTooLarge(limit)
+            yield chunk
+
+    return chunks
+
+
+@web.middleware
+async def open_proxy_guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse CONNECT and absolute-form targets before routing (which would 404 them)."""
+    try:
+        _check_target(request)
+    except GatewayError as exc:
+        return error_response(exc, new_request_id())
+    return await handler(request)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    request_id = new_request_id()
+    started = gw.clock.monotonic()
+    kind, outcome, status = "passthrough", "ok", 500
+    gw.metrics.in_flight.inc()
+    try:
+        response, kind = await _dispatch(gw, request, request_id)
+        status = response.status
+        return response
+    except GatewayError as exc:
+        outcome, status = exc.reason, exc.status
+        return error_response(exc, request_id)
+    except Exception:  # noqa: BLE001  # a bug: Graph-shaped 500 for the caller, traceback for us
+        outcome, status = "internal_error", 500
+        logs.event("internal_error", request_id=request_id, level=40, exc_info=True)
+        return error_response(GatewayError("Internal gateway error"), request_id)
+    finally:
+        gw.metrics.in_flight.dec()
+        gw.metrics.requests.labels(kind, outcome).inc()
+        logs.event(
+            "request",
+            request_id=request_id,
+            method=request.method,
+            path=request.path,
+            kind=kind,
+            status=status,
+            outcome=outcome,
+            duration_ms=round((gw.clock.monotonic() - started) * 1000, 3),
+        )
+
+
+async def _dispatch(
+    gw: Gateway, request: web.Request, request_id: str
+) -> tuple[web.StreamResponse, str]:
+    ctype = _content_type(request)
+    proxy = gw.policy.proxy
+    body: Body | None = None
+    decision: Classification = Passthrough()
+    if request.path.startswith(RESERVED_PREFIX):
+        raise BadRequest(f"No gateway endpoint {request.method} {request.path}", status=404)
+    if needs_body(request.method, request.path, request.query, ctype, gw.rules):
+        body = await _read_body(request, proxy.max_body_bytes)
+        decision = classify(_raw(request, ctype, body), gw.rules)
+    elif request.method != hdrs.METH_GET or "method" in request.query:
+        decision = classify(_raw(request, ctype, None), gw.rules)
+    # The raw path and query go out exactly as received (encoded=True: yarl re-quotes nothing).
+    url = URL(gw.settings.upstream + request.raw_path, encoded=True)
+    headers = forward_headers(request.headers, remote=request.remote, scheme=request.scheme)
+    match decision:
+        case Invalid(message=message):
+            raise BadRequest(message)
+        case Create() | Batch(creates=(_, *_)):
+            if body is None:  # an upload classified by its path: stream it
+                body = _stream_body(request, proxy.max_upload_bytes)
+            match_version = _VERSION.match(request.path)
+            version = f"{match_version.group(1)}/" if match_version else ""
+            response = await run_create(
+                gw,
+                request,
+                request_id,
+                decision,
+                body,
+                url=url,
+                headers=headers,
+                version_prefix=version,
+            )
+            kind = "batch" if isinstance(decision, Batch) else "create"
+            return response, kind
+    if body is None and request.body_exists:
+        body = _stream_body(request, proxy.max_upload_bytes)
+    return await _pass_through(gw, request, request_id, url, headers, body), "passthrough"
+
+
+def _raw(request: web.Request, ctype: str, body: bytes | None) -> RawRequest:
+    return RawRequest(
+        method=request.method,
+        path=request.path,
+        query=request.query,
+        content_type=ctype,
+        authorization=request.headers.get(hdrs.AUTHORIZATION),
+        body=body,
+    )
+
+
+async def _pass_through(
+    gw: Gateway,
+    request: web.Request,
+    request_id: str,
+    url: URL,
+    headers: CIMultiDict[str],
+    body: Body | None,
+) -> web.StreamResponse:
+    data: Any = body() if callable(body) else body
+    started = gw.clock.monotonic()
+    # Only GET, HEAD and OPTIONS change nothing; any other call that loses its answer is
+    # reported as "may have happened" (upstream_unavailable), never as not sent.
+    with map_errors(create=False):
+        async with gw.session.request(
+            request.method,
+            url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=gw.timeout,
+        ) as upstream:
+            gw.metrics.upstream_latency.labels("passthrough").observe(
+                gw.clock.monotonic() - started
+            )
+            out_headers = response_headers(upstream.headers)
+            out_headers[REQUEST_ID_HEADER] = request_id
+            length = upstream.content_length
+            if length is not None and length <= _BUFFER_LIMIT:
+                raw = await upstream.read()
+                return web.Response(status=upstream.status, body=raw, headers=out_headers)
+            response = web.StreamResponse(status=upstream.status, headers=out_headers)
+            if length is not None:
+                response.content_length = length
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(_STREAM_CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+            return response

@@ -1,0 +1,116 @@
+"""The connection to Graph: one shared aiohttp ClientSession and the translation of its errors.
+
+No aiohttp client exception leaves this module: `map_errors()` turns them into
+`UpstreamUnavailable` (nothing was sent), `UpstreamTimeout` (a read got no answer) or
+`OutcomeUnknown` (a create was sent and got no answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.core.policy import ProxyPolicy, UpstreamPolicy
+from gateway.errors import OutcomeUnknown, UpstreamTimeout, UpstreamUnavailable
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus what aiohttp sets itself for each side.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def open_session(proxy: ProxyPolicy) -> aiohttp.ClientSession:
+    """The one session every request to Graph shares (its pool is the keep-alive pool)."""
+    connector = aiohttp.TCPConnector(
+        limit=proxy.upstream_pool_size,
+        limit_per_host=proxy.upstream_pool_per_host,
+        keepalive_timeout=proxy.upstream_keepalive_seconds,
+        ttl_dns_cache=300,
+    )
+    # Bodies pass through as Graph sent them: compressed stays compressed.
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def timeout_for(policy: UpstreamPolicy) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=policy.deadline_seconds,
+        sock_connect=policy.connect_timeout_seconds,
+        sock_read=policy.per_try_timeout_seconds,
+    )
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    """Headers named in `Connection:` are hop-by-hop too."""
+    return {
+        t.strip().lower()
+        for value in headers.getall("Connection", [])
+        for t in value.split(",")
+        if t.strip()
+    }
+
+
+def forward_headers(
+    headers: CIMultiDictProxy[str], *, remote: str | None, scheme: str
+) -> CIMultiDict[str]:
+    """The client's headers for Graph: hop-by-hop dropped, Host left to aiohttp (the upstream's),
+    `X-Forwarded-For` / `-Proto` added."""
+    drop = HOP_BY_HOP | _connection_tokens(headers) | {"host"}
+    out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+    if remote:
+        prior = out.get("X-Forwarded-For")
+        out["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
+    out["X-Forwarded-Proto"] = scheme
+    return out
+
+
+def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Graph's headers for the client: hop-by-hop and Content-Length dropped (aiohttp sets it)."""
+    drop = HOP_BY_HOP | _connection_tokens(headers) | {"content-length"}
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+
+
+@contextmanager
+def map_errors(*, create: bool) -> Iterator[None]:
+    """Translate aiohttp client failures; *create* says whether an unanswered request may have
+    created something (then it is `OutcomeUnknown`, never retried blindly)."""
+    try:
+        yield
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(f"Graph could not be reached: {exc.strerror or exc}") from exc
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise UpstreamUnavailable("Graph could not be reached in time (connect)") from exc
+    except TimeoutError as exc:
+        if create:
+            raise OutcomeUnknown(
+                "Graph did not answer in time; the create may or may not have happened"
+            ) from exc
+        raise UpstreamTimeout("Graph did not answer in time") from exc
+    except (
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientOSError,
+        aiohttp.ClientPayloadError,
+    ) as exc:
+        if create:
+            raise OutcomeUnknown(
+                "The connection to Graph was lost before its answer; the create may or may not "
+                "have happened"
+            ) from exc
+        raise UpstreamUnavailable("The connection to Graph was lost before its answer") from exc

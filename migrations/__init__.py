@@ -1,0 +1,1 @@
+"""Schema migrations, shipped in the wheel as package data of `gateway.migrations`."""

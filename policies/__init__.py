@@ -1,0 +1,1 @@
+"""Policy files, shipped in the wheel as package data of `gateway.policies`."""

@@ -1,0 +1,1 @@
+"""Protocol conformance checks run by mypy only."""
