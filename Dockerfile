@@ -9,14 +9,19 @@ WORKDIR /app
 COPY . /app
 RUN pip install --no-cache-dir . \
     && useradd --system --create-home --uid 10001 gateway \
-    && chown -R gateway /app
+    && mkdir /data && chown -R gateway /app /data
 
 USER gateway
-# 8080: proxy (or the simulator for now); 9090: admin API and /metrics.
+# The ledger lives on a volume; production points GATEWAY_DATABASE_URL at PostgreSQL instead.
+VOLUME /data
+ENV GATEWAY_LISTEN=0.0.0.0:8080 \
+    GATEWAY_ADMIN_LISTEN=0.0.0.0:9090 \
+    GATEWAY_DATABASE_URL=sqlite:////data/gateway.db
+# 8080: proxy (the backend's Graph base URL); 9090: admin API and /metrics.
 EXPOSE 8080 9090
 
 ENTRYPOINT ["graph-gateway"]
-# For now the image runs the bundled Graph simulator. When `graph-gateway serve` lands this
-# becomes ["serve", "--listen", "0.0.0.0:8080", "--admin-listen", "0.0.0.0:9090"]
-# (the admin port needs GATEWAY_ADMIN_TOKEN when bound off loopback).
-CMD ["sim", "--host", "0.0.0.0", "--port", "8080"]
+# The admin port is off loopback here, so the gateway refuses to start without
+# GATEWAY_ADMIN_TOKEN: docker run -e GATEWAY_ADMIN_TOKEN=... -v gw:/data graph-gateway
+# The simulator: docker run graph-gateway sim --host 0.0.0.0 --port 8080
+CMD ["serve"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import tomllib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.ports import Ledger
 from gateway.proxy import handle, open_proxy_guard
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 from gateway.stores import open_ledger
 from gateway.upstream import open_session, timeout_for
 
@@ -134,3 +135,44 @@ async def serve(settings: Settings, *, ready: Callable[[str], None] | None = Non
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         logs.event("gateway_stopping")
+
+
+@dataclass
+class GatewayHandle:
+    """A running gateway: its proxy and admin base URLs and its shared parts."""
+
+    url: str
+    admin_url: str
+    gateway: Gateway
+
+
+@asynccontextmanager
+async def running_gateway(
+    upstream: str,
+    database_url: str,
+    *,
+    policy: PolicySet | None = None,
+    ledger: Ledger | None = None,
+    environ: Mapping[str, str] | None = None,
+    host: str = "127.0.0.1",
+) -> AsyncIterator[GatewayHandle]:
+    """Start the proxy and admin ports on free ports of *host* in front of *upstream*."""
+    settings = load_settings(
+        environ or {},
+        {
+            "upstream": upstream,
+            "database": database_url,
+            "listen": f"{host}:1",
+            "admin_listen": f"{host}:1",
+        },
+    )
+    async with AsyncExitStack() as stack:
+        gw = await stack.enter_async_context(open_gateway(settings, policy=policy, ledger=ledger))
+        urls = []
+        for app in (create_proxy_app(gw), create_admin_app(gw)):
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, host, 0).start()
+            urls.append(f"http://{host}:{runner.addresses[0][1]}")
+        yield GatewayHandle(urls[0], urls[1], gw)

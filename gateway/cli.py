@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway import __version__, logs
 from gateway.app import load_policy, serve
+from gateway.demo import run_demo
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.settings import Settings, load_settings
 from gateway.sim import SimConfig, SimConfigError, create_sim_app, load_config
@@ -49,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate = commands.add_parser("migrate", help="apply migrations/ to the configured database")
     migrate.add_argument("--database", help="GATEWAY_DATABASE_URL (default sqlite:///gateway.db)")
+    demo = commands.add_parser(
+        "demo", help="simulator + gateway + a faulty 1-50-1 build, with a summary"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="fault seed (default 7)")
+    demo.add_argument("--database", help="ledger URL (default: a temporary SQLite file)")
+    demo.add_argument(
+        "--linger", type=float, default=0.0, help="keep serving this many seconds afterwards"
+    )
     check = commands.add_parser("check-policy", help="validate a policy file or directory")
     check.add_argument("file", type=Path, help="a policy TOML file, or a directory of them")
     return parser
@@ -110,6 +119,15 @@ def _run_migrate(args: argparse.Namespace) -> int:
         return _problems("cannot migrate:", [exc.message])
     print(f"migrations applied to {settings.database_url.split('@')[-1]}")
     return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    def say(text: str) -> None:
+        print(text, end="" if text.startswith("\r") or text == "\n" else "\n", flush=True)
+
+    return asyncio.run(
+        run_demo(seed=args.seed, database_url=args.database, say=say, linger=args.linger)
+    )
 
 
 def _run_check_policy(args: argparse.Namespace) -> int:
@@ -183,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sim": _run_sim,
         "serve": _run_serve,
         "migrate": _run_migrate,
+        "demo": _run_demo,
         "check-policy": _run_check_policy,
     }
     if args.command in handlers:

@@ -120,11 +120,23 @@ def parse(documents: Mapping[str, Mapping[str, Any]]) -> PolicySet:
             seen_in[key] = name
             built = build(_TABLES[key], value, f"{name} [{key}]", problems)
             if built is not None:
-                problems.extend(f"{name} [{key}] {p}" for p in _check(key, built))
                 tables[key] = built
+            # Range checks run on the keys that did parse, so a wrong type in one key does
+            # not hide a bad value in another.
+            checked = built or _well_typed(_TABLES[key], value)
+            if checked is not None:
+                problems.extend(f"{name} [{key}] {p}" for p in _check(key, checked))
     if problems:
         raise ConfigError(problems)
     return PolicySet(**tables, examples=examples)
+
+
+def _well_typed(cls: type[Any], doc: Any) -> Any:
+    """*cls* built from the keys of *doc* that are well typed on their own (defaults elsewhere)."""
+    if not isinstance(doc, Mapping):
+        return None
+    good = {k: v for k, v in doc.items() if build(cls, {k: v}, "", []) is not None}
+    return build(cls, good, "", [])
 
 
 def _check(table: str, value: Any) -> list[str]:

@@ -9,6 +9,7 @@ reads go on when writes cannot. Driver errors are translated as sqlite_writer.tr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -350,7 +351,22 @@ async def _close_quietly(conn: aiosqlite.Connection) -> None:
         await conn.close()
 
 
+def _probe(path: Path) -> None:
+    """Open *path* once with plain sqlite3 and read its header.
+
+    aiosqlite's failure path for a connect that fails (no such directory, not a database)
+    leaves its worker thread to post to the event loop later, possibly after the loop is
+    closed; probing first keeps every such failure out of aiosqlite.
+    """
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    finally:
+        conn.close()
+
+
 async def _connect(path: Path, *, busy_timeout_ms: int, read_only: bool) -> aiosqlite.Connection:
+    await asyncio.to_thread(_probe, path)
     # isolation_level=None: the sqlite3 module issues no BEGIN of its own; the migration
     # runner says exactly where each transaction starts and ends.
     conn = await aiosqlite.connect(path, isolation_level=None)
