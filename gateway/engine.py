@@ -30,7 +30,6 @@ from gateway.errors import (
     GatewayError,
     OutcomeUnknown,
     StoreError,
-    UpstreamUnavailable,
 )
 from gateway.model import CreateSource, Discovered, EntityState, Intent, Outcome
 from gateway.upstream import map_errors, response_headers
@@ -147,15 +146,17 @@ async def run_create(
             ) as upstream:
                 raw = await upstream.read()
                 status, up_headers = upstream.status, upstream.headers
-    except UpstreamUnavailable as exc:
-        gw.metrics.upstream_errors.labels("connect").inc()
-        failed: dict[int, OpOutcome] = {op.index: Failed(_transport(exc)) for op in ops}
-        await _settle(gw, request_id, intents, rows, failed)
-        raise
     except OutcomeUnknown:
         gw.metrics.upstream_errors.labels("no_answer").inc()
         unknown: dict[int, OpOutcome] = {op.index: Unknown("no answer from Graph") for op in ops}
         await _settle(gw, request_id, intents, rows, unknown)
+        raise
+    except GatewayError as exc:
+        # Not sent (connection refused) or not sent whole (an upload past its limit): Graph
+        # cannot have created anything from it.
+        gw.metrics.upstream_errors.labels("not_sent").inc()
+        failed: dict[int, OpOutcome] = {op.index: Failed(_transport(exc)) for op in ops}
+        await _settle(gw, request_id, intents, rows, failed)
         raise
     finally:
         gw.metrics.upstream_latency.labels(kind).observe(gw.clock.monotonic() - started)

@@ -49,7 +49,8 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "gateway_upstream_errors_total",
-            "Calls to Graph that got no answer, by what happened (connect, timeout, reset).",
+            "Creates Graph did not answer, by what happened: no_answer (sent, then a timeout "
+            "or reset) or not_sent (connection refused, upload cut short).",
             ["error"],
             registry=r,
         )

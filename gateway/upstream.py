@@ -14,7 +14,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.core.policy import ProxyPolicy, UpstreamPolicy
-from gateway.errors import OutcomeUnknown, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import GatewayError, OutcomeUnknown, UpstreamTimeout, UpstreamUnavailable
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what aiohttp sets itself for each side.
 HOP_BY_HOP = frozenset(
@@ -103,11 +103,11 @@ def map_errors(*, create: bool) -> Iterator[None]:
                 "Graph did not answer in time; the create may or may not have happened"
             ) from exc
         raise UpstreamTimeout("Graph did not answer in time") from exc
-    except (
-        aiohttp.ServerDisconnectedError,
-        aiohttp.ClientOSError,
-        aiohttp.ClientPayloadError,
-    ) as exc:
+    except aiohttp.ClientError as exc:
+        # aiohttp wraps an error raised by the request body (an upload past its limit) in a
+        # connection error: that one is the caller's, and nothing whole was sent.
+        if isinstance(exc.__cause__, GatewayError):
+            raise exc.__cause__ from exc
         if create:
             raise OutcomeUnknown(
                 "The connection to Graph was lost before its answer; the create may or may not "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -323,3 +324,40 @@ class TestUnknownOutcomes:
             (row,) = await rows(gw)
             assert row.state is EntityState.UNKNOWN
         assert len(await graph_sim.objects(type="campaign")) == 1
+
+
+class TestUploadLimits:
+    async def test_an_upload_past_its_limit_is_cut_off_and_recorded_as_failed(
+        self, http: aiohttp.ClientSession, graph_sim: SimHandle, sqlite_url: str
+    ) -> None:
+        """A chunked upload over max_upload_bytes: 413, row `failed`, no image on Graph."""
+        from gateway.testing import running_gateway
+        from tests.gateway.test_passthrough import _policy
+
+        boundary = "bench-boundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="big.png"; '
+            'filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
+        ).encode()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield head
+            for _ in range(64):
+                yield b"\0" * 1024
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        policy = _policy(proxy={"max_upload_bytes": 16 * 1024})
+        async with running_gateway(graph_sim.url, sqlite_url, policy=policy) as gw:
+            async with http.post(
+                f"{gw.url}{V}/act_1001/adimages",
+                params={"access_token": TOKEN},
+                data=body(),
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            ) as resp:
+                answer = await resp.json()
+                assert resp.status == 413
+                assert answer["error"]["gateway_reason"] == "bad_request"
+            (row,) = await rows(gw)
+            assert row.state is EntityState.FAILED
+            assert row.entity_type == "adimage"
+        assert await graph_sim.objects(type="adimage") == []
