@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import logs
+from gateway import jobs, logs
 from gateway.admin import create_admin_app
 from gateway.clock import Clock, SystemClock
 from gateway.context import GATEWAY, Gateway
@@ -28,9 +28,11 @@ from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.ports import Ledger
 from gateway.proxy import handle, open_proxy_guard
+from gateway.recovery import recovery_worker
 from gateway.settings import Settings, load_settings
 from gateway.stores import open_ledger
 from gateway.upstream import open_session, timeout_for
+from gateway.verification import Verifier
 
 
 def bundled_policy_dir() -> Path:
@@ -68,8 +70,10 @@ async def open_gateway(
     policy: PolicySet | None = None,
     clock: Clock | None = None,
     ledger: Ledger | None = None,
+    recovery: bool = True,
 ) -> AsyncIterator[Gateway]:
-    """Open the ledger (applying migrations) and the upstream session; close both on exit."""
+    """Open the ledger (applying migrations) and the upstream session, start the recovery
+    worker; stop and close them all on exit."""
     policy = policy or load_policy(settings.policy_path)
     async with AsyncExitStack() as stack:
         if ledger is None:
@@ -79,17 +83,25 @@ async def open_gateway(
             stack.push_async_callback(ledger.aclose)
         session = open_session(policy.proxy)
         stack.push_async_callback(session.close)
-        yield Gateway(
+        clock = clock or SystemClock()
+        timeout = timeout_for(policy.upstream)
+        gw = Gateway(
             settings=settings,
             policy=policy,
             ledger=ledger,
+            jobs=ledger,  # type: ignore[arg-type]  # both stores implement every port
+            idempotency=ledger,  # type: ignore[arg-type]  # both stores implement every port
             session=session,
+            verifier=Verifier(session, settings.upstream, policy.verification, clock, timeout),
             metrics=Metrics(),
-            clock=clock or SystemClock(),
+            clock=clock,
             token_key=await ledger.token_key(),
             rules=policy.classification.rules(),
-            timeout=timeout_for(policy.upstream),
+            timeout=timeout,
         )
+        if recovery:
+            await stack.enter_async_context(recovery_worker(gw))
+        yield gw
 
 
 def create_proxy_app(gw: Gateway) -> web.Application:
@@ -98,6 +110,7 @@ def create_proxy_app(gw: Gateway) -> web.Application:
         client_max_size=gw.policy.proxy.max_body_bytes, middlewares=[open_proxy_guard]
     )
     app[GATEWAY] = gw
+    jobs.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
@@ -155,6 +168,7 @@ async def running_gateway(
     ledger: Ledger | None = None,
     environ: Mapping[str, str] | None = None,
     host: str = "127.0.0.1",
+    recovery: bool = True,
 ) -> AsyncIterator[GatewayHandle]:
     """Start the proxy and admin ports on free ports of *host* in front of *upstream*."""
     settings = load_settings(
@@ -167,7 +181,9 @@ async def running_gateway(
         },
     )
     async with AsyncExitStack() as stack:
-        gw = await stack.enter_async_context(open_gateway(settings, policy=policy, ledger=ledger))
+        gw = await stack.enter_async_context(
+            open_gateway(settings, policy=policy, ledger=ledger, recovery=recovery)
+        )
         urls = []
         for app in (create_proxy_app(gw), create_admin_app(gw)):
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -13,8 +14,13 @@ from gateway.clock import Clock
 from gateway.core.classify import CreateRules
 from gateway.core.policy import PolicySet
 from gateway.metrics import Metrics
-from gateway.ports import Ledger
+from gateway.ports import IdempotencyStore, JobStore, Ledger
 from gateway.settings import Settings
+from gateway.verification import Verifier
+
+# How many callers' tokens the gateway keeps in memory (never on disk) so its recovery worker
+# can look on Graph for them; beyond that it falls back to GATEWAY_ROLLBACK_TOKEN.
+TOKEN_MEMORY = 1000
 
 
 @dataclass
@@ -22,12 +28,26 @@ class Gateway:
     settings: Settings
     policy: PolicySet
     ledger: Ledger
+    jobs: JobStore
+    idempotency: IdempotencyStore
     session: aiohttp.ClientSession
     metrics: Metrics
     clock: Clock
     token_key: bytes
     rules: CreateRules
     timeout: aiohttp.ClientTimeout
+    verifier: Verifier
+    tokens: OrderedDict[str, str] = field(default_factory=OrderedDict)
+
+    def remember_token(self, caller: str, token: str) -> None:
+        """Keep a caller's token in memory only, for reconciliation reads on its behalf."""
+        self.tokens[caller] = token
+        self.tokens.move_to_end(caller)
+        while len(self.tokens) > TOKEN_MEMORY:
+            self.tokens.popitem(last=False)
+
+    def token_for(self, caller: str) -> str | None:
+        return self.tokens.get(caller) or self.settings.rollback_token
 
     def caller(self, token: str | None) -> str:
         """Who is calling, as the ledger stores it: an HMAC of the token, never the token."""

@@ -12,9 +12,12 @@ Phases, each its own step so a crash between them leaves a row that says what to
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import json
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,16 +25,24 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway import logs
+from gateway import logs, slots
 from gateway.context import Gateway
-from gateway.core.classify import Batch, Create, CreateOp
+from gateway.core.batchplan import encode, merge, parse_batch_body
+from gateway.core.classify import Batch, Create, CreateOp, RawRequest, request_params
 from gateway.core.outcome import Created, Failed, OpOutcome, Unknown, judge, judge_batch, parse_json
-from gateway.errors import (
-    GatewayError,
-    OutcomeUnknown,
-    StoreError,
+from gateway.errors import BadRequest, GatewayError, JobClosed, OutcomeUnknown, StoreError
+from gateway.jobs import load_job
+from gateway.model import (
+    CLOSED_JOB_STATES,
+    CreateSource,
+    Discovered,
+    EntityState,
+    Intent,
+    Outcome,
+    SlotOutcome,
+    SlotState,
 )
-from gateway.model import CreateSource, Discovered, EntityState, Intent, Outcome
+from gateway.slots import JobPlan
 from gateway.upstream import map_errors, response_headers
 
 Body = bytes | Callable[[], AsyncIterator[bytes]]
@@ -89,26 +100,72 @@ async def _copy_account(gw: Gateway, op: CreateOp, token: str | None, version: s
     return f"act_{account}" if account else None
 
 
-async def run_create(
-    gw: Gateway,
-    request: web.Request,
-    request_id: str,
-    decision: Create | Batch,
-    body: Body,
-    *,
-    url: URL,
-    headers: CIMultiDict[str],
-    version_prefix: str,
-) -> web.Response:
+@dataclass
+class CreateCall:
+    """A create (or a batch holding creates) on its way to Graph."""
+
+    request: web.Request
+    request_id: str
+    decision: Create | Batch
+    body: Body
+    url: URL
+    headers: CIMultiDict[str]
+    version_prefix: str
+    content_type: str
+    job_id: str | None = None
+    slot_no: int | None = None
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    response: web.Response
+    # Some create's outcome is unknown: the answer must not be replayed for an idempotency key.
+    unknown: bool = False
+
+
+def _replay(call: CreateCall, slot_no: int, graph_id: str) -> CreateResult:
+    body = json.dumps({"id": graph_id}, separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json; charset=UTF-8",
+        "Idempotent-Replayed": "true",
+        "X-Gateway-Slot": str(slot_no),
+        "X-Gateway-Request-Id": call.request_id,
+    }
+    return CreateResult(web.Response(status=200, body=body, headers=headers))
+
+
+async def run_create(gw: Gateway, call: CreateCall) -> CreateResult:
     """Forward one create (or a batch holding creates) with its intents written first."""
+    decision, request_id = call.decision, call.request_id
     batch = isinstance(decision, Batch)
-    ops = decision.creates if isinstance(decision, Batch) else (decision.op,)
+    ops: tuple[CreateOp, ...] = decision.creates if isinstance(decision, Batch) else (decision.op,)
     caller = gw.caller(decision.token)
+    if decision.token:
+        gw.remember_token(caller, decision.token)
+    plan: JobPlan | None = None
+    if call.job_id is not None:
+        job = await load_job(gw, call.job_id, caller)
+        if job.status in CLOSED_JOB_STATES:
+            raise JobClosed(f"Job {job.job_id} is {job.status.value}: it takes no more creates")
+        wrong = [op for op in ops if op.account_id not in (None, job.account_id)]
+        if wrong:
+            raise BadRequest(f"Job {job.job_id} is for {job.account_id}, not {wrong[0].account_id}")
+        plan = await slots.plan(
+            gw, job, ops, named_slot=None if batch else call.slot_no, request_id=request_id
+        )
+        if plan.replay is not None:
+            gw.metrics.replays.labels("slot").inc()
+            return _replay(call, *plan.replay)
+        if not batch and plan.refused:
+            raise plan.refused[ops[0].index]
+        sent_ops = tuple(plan.send)
+    else:
+        sent_ops = ops
     intents = []
-    for op in ops:
+    for op in sent_ops:
         account = op.account_id
         if op.entity_type == "copy":
-            account = await _copy_account(gw, op, decision.token, version_prefix)
+            account = await _copy_account(gw, op, decision.token, call.version_prefix)
         source = (
             CreateSource.COPY
             if op.entity_type == "copy"
@@ -124,21 +181,43 @@ async def run_create(
                 account_id=account,
                 entity_type=op.entity_type,
                 source=source,
-                parent_id=op.reparent_id or op.parent_id,
+                # A copy's row names the entity it copies (reconciliation looks for its copies).
+                parent_id=op.parent_id,
                 name=op.name,
+                job_id=call.job_id,
+                slot_no=plan.slot_of(op.index) if plan else None,
             )
         )
-    row_ids = await _timed(gw, "intents", gw.ledger.write_intents(intents, now=_now(gw)))
-    rows = {op.index: row for op, row in zip(ops, row_ids, strict=True)}
-    headers["Accept-Encoding"] = _accept_encoding(request.headers.get("Accept-Encoding"))
+    rows: dict[int, int] = {}
+    try:
+        if intents:
+            row_ids = await _timed(gw, "intents", gw.ledger.write_intents(intents, now=_now(gw)))
+            rows = {i.op_index: row for i, row in zip(intents, row_ids, strict=True)}
+    except GatewayError:
+        if plan is not None:
+            await _release(gw, plan, request_id)
+        raise
+    body = call.body
+    kept: list[int] | None = None
+    size = decision.size if isinstance(decision, Batch) else 1
+    if plan is not None and batch and plan.refused:
+        body, kept = _without_refused(call, plan)
+    if kept is not None and not kept:
+        # Every op was answered by the gateway: nothing goes to Graph.
+        answer = merge(size, [], [], _own(plan, request_id))
+        return CreateResult(_json_response(200, answer, request_id))
+    headers = call.headers
+    if kept is not None:
+        headers.popall("Content-Length", None)
+    headers["Accept-Encoding"] = _accept_encoding(call.request.headers.get("Accept-Encoding"))
     kind = "batch" if batch else ("copy" if ops[0].entity_type == "copy" else "create")
     started = gw.clock.monotonic()
     try:
         with map_errors(create=True):
             data: Any = body() if callable(body) else body
             async with gw.session.request(
-                request.method,
-                url,
+                call.request.method,
+                call.url,
                 headers=headers,
                 data=data,
                 allow_redirects=False,
@@ -148,26 +227,95 @@ async def run_create(
                 status, up_headers = upstream.status, upstream.headers
     except OutcomeUnknown:
         gw.metrics.upstream_errors.labels("no_answer").inc()
-        unknown: dict[int, OpOutcome] = {op.index: Unknown("no answer from Graph") for op in ops}
-        await _settle(gw, request_id, intents, rows, unknown)
+        unknown: dict[int, OpOutcome] = {
+            op.index: Unknown("no answer from Graph") for op in sent_ops
+        }
+        await _settle(gw, request_id, intents, rows, unknown, plan)
         raise
     except GatewayError as exc:
         # Not sent (connection refused) or not sent whole (an upload past its limit): Graph
         # cannot have created anything from it.
         gw.metrics.upstream_errors.labels("not_sent").inc()
-        failed: dict[int, OpOutcome] = {op.index: Failed(_transport(exc)) for op in ops}
-        await _settle(gw, request_id, intents, rows, failed)
+        failed: dict[int, OpOutcome] = {op.index: Failed(_transport(exc)) for op in sent_ops}
+        await _settle(gw, request_id, intents, rows, failed, plan)
         raise
     finally:
         gw.metrics.upstream_latency.labels(kind).observe(gw.clock.monotonic() - started)
-    doc = parse_json(_decode(raw, up_headers.get("Content-Encoding")))
-    outcomes: dict[int, OpOutcome] = (
-        judge_batch(ops, status, doc) if batch else {ops[0].index: judge(ops[0], status, doc)}
+    decoded = _decode(raw, up_headers.get("Content-Encoding"))
+    doc = parse_json(decoded)
+    if kept is not None and isinstance(doc, list):
+        # Judge each sent op by its own entry, then give the caller the whole batch back.
+        by_position = dict(zip(kept, doc, strict=False))
+        full = [by_position.get(i) for i in range(size)]
+        outcomes = judge_batch(sent_ops, status, full)
+        await _settle(gw, request_id, intents, rows, outcomes, plan)
+        answer = merge(len(full), kept, doc, _own(plan, request_id) if plan else {})
+        out_headers = response_headers(up_headers)
+        out_headers.popall("Content-Encoding", None)
+        out_headers["X-Gateway-Request-Id"] = request_id
+        body_bytes = json.dumps(answer, separators=(",", ":")).encode()
+        return CreateResult(
+            web.Response(status=status, body=body_bytes, headers=out_headers),
+            unknown=any(isinstance(o, Unknown) for o in outcomes.values()),
+        )
+    outcomes = (
+        judge_batch(sent_ops, status, doc) if batch else {ops[0].index: judge(ops[0], status, doc)}
     )
-    await _settle(gw, request_id, intents, rows, outcomes)
+    await _settle(gw, request_id, intents, rows, outcomes, plan)
     out_headers = response_headers(up_headers)
     out_headers["X-Gateway-Request-Id"] = request_id
-    return web.Response(status=status, body=raw, headers=out_headers)
+    if plan is not None and not batch and plan.slot_of(ops[0].index) is not None:
+        out_headers["X-Gateway-Slot"] = str(plan.slot_of(ops[0].index))
+    return CreateResult(
+        web.Response(status=status, body=raw, headers=out_headers),
+        unknown=any(isinstance(o, Unknown) for o in outcomes.values()),
+    )
+
+
+def _own(plan: JobPlan | None, request_id: str) -> dict[int, dict[str, Any]]:
+    if plan is None:
+        return {}
+    return {i: slots.refused_entry(exc, request_id) for i, exc in plan.refused.items()}
+
+
+def _json_response(status: int, doc: Any, request_id: str) -> web.Response:
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json; charset=UTF-8",
+        "X-Gateway-Request-Id": request_id,
+    }
+    return web.Response(status=status, body=body, headers=headers)
+
+
+def _without_refused(call: CreateCall, plan: JobPlan) -> tuple[bytes, list[int]]:
+    """The batch body without the ops the gateway answers itself."""
+    assert isinstance(call.body, bytes)  # noqa: S101  # batches are always read whole
+    params = request_params(
+        RawRequest(
+            method=call.request.method,
+            path=call.request.path,
+            query={},
+            content_type=call.content_type,
+            authorization=None,
+            body=call.body,
+        )
+    )
+    parsed = parse_batch_body(params)
+    if parsed is None:  # pragma: no cover - classify accepted this batch
+        raise BadRequest("The batch could not be read")
+    kept = [i for i in range(len(parsed.ops)) if i not in plan.refused]
+    return encode(parsed, kept, call.content_type), kept
+
+
+async def _release(gw: Gateway, plan: JobPlan, request_id: str) -> None:
+    outcomes = [
+        SlotOutcome(plan.job.job_id, kind, no, request_id, SlotState.FREE)
+        for held in plan.held.values()
+        for kind, no in held
+    ]
+    if outcomes:
+        with contextlib.suppress(GatewayError):
+            await gw.jobs.complete_slots(outcomes, now=_now(gw))
 
 
 def _transport(exc: GatewayError) -> dict[str, Any]:
@@ -191,6 +339,7 @@ async def _settle(
     intents: list[Intent],
     rows: dict[int, int],
     outcomes: dict[int, OpOutcome],
+    plan: JobPlan | None = None,
 ) -> None:
     """Record every outcome; a ledger failure here is logged, never shown to the caller."""
     settled: list[Outcome] = []
@@ -229,6 +378,11 @@ async def _settle(
         await _timed(gw, "settle", gw.ledger.settle(settled, now=_now(gw)))
         if found:
             await _timed(gw, "discovered", gw.ledger.add_entities(found, now=_now(gw)))
+        if plan is not None:
+            moved = slots.slot_outcomes(plan, outcomes, request_id)
+            await _timed(gw, "slots", gw.jobs.complete_slots(moved, now=_now(gw)))
+            for slot in moved:
+                gw.metrics.slot_transitions.labels(slot.entity_type, slot.state).inc()
     except StoreError as exc:
         logs.event(
             "ledger_settle_failed",

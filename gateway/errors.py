@@ -4,7 +4,13 @@
     ├── ConfigError(GatewayError, ValueError)     bad settings or policy; raised at start-up
     ├── RequestRejected                           the caller's request is refused
     │   ├── BadRequest                            400/413 bad_request
-    │   └── PayloadTooLarge                       413 bad_request
+    │   │   └── PayloadTooLarge                   413 bad_request
+    │   ├── CapExceeded                           409 cap_exceeded (nothing sent)
+    │   ├── ParentMismatch                        409 parent_mismatch
+    │   ├── JobNotFound / JobClosed               404 job_not_found / 409 job_closed
+    │   ├── VerificationFailed                    422 verification_failed
+    │   ├── IdempotencyMismatch                   422 idempotency_mismatch
+    │   └── RequestInProgress                     409 request_in_progress
     ├── UpstreamError                             talking to Graph
     │   ├── UpstreamUnavailable                   502 upstream_unavailable (nothing was sent)
     │   ├── UpstreamTimeout(…, TimeoutError)      504 upstream_timeout (a read got no answer)
@@ -47,6 +53,7 @@ ERROR_TABLE: dict[str, ErrorSpec] = {
     "outcome_unknown": ErrorSpec(504, 9011, True),
     "upstream_unavailable": ErrorSpec(502, 9012, True),
     "upstream_timeout": ErrorSpec(504, 9013, True),
+    "parent_mismatch": ErrorSpec(409, 9014, False),
     "internal_error": ErrorSpec(500, 9099, True),
 }
 
@@ -57,12 +64,18 @@ class GatewayError(Exception):
     reason: str = "internal_error"
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        error_data: Any = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self._status = status
         self.retry_after = retry_after
+        self.error_data = error_data
 
     @property
     def spec(self) -> ErrorSpec:
@@ -72,7 +85,7 @@ class GatewayError(Exception):
     def status(self) -> int:
         return self._status or self.spec.status
 
-    def envelope(self, request_id: str, *, error_data: Any = None) -> dict[str, Any]:
+    def envelope(self, request_id: str) -> dict[str, Any]:
         """Graph's error body with the gateway's fields (DESIGN.md §2.2)."""
         err: dict[str, Any] = {
             "message": self.message,
@@ -82,8 +95,8 @@ class GatewayError(Exception):
             "gateway_reason": self.reason,
             "fbtrace_id": request_id,
         }
-        if error_data is not None:
-            err["error_data"] = error_data
+        if self.error_data is not None:
+            err["error_data"] = self.error_data
         return {"error": err}
 
 
@@ -106,6 +119,36 @@ class BadRequest(RequestRejected):
 class PayloadTooLarge(BadRequest):
     def __init__(self, limit: int) -> None:
         super().__init__(f"Request body is larger than {limit} bytes", status=413)
+
+
+class CapExceeded(RequestRejected):
+    reason = "cap_exceeded"
+
+
+class ParentMismatch(RequestRejected):
+    """A job's ad set must name the job's campaign, its ads the job's ad sets."""
+
+    reason = "parent_mismatch"
+
+
+class JobNotFound(RequestRejected):
+    reason = "job_not_found"
+
+
+class JobClosed(RequestRejected):
+    reason = "job_closed"
+
+
+class VerificationFailed(RequestRejected):
+    reason = "verification_failed"
+
+
+class IdempotencyMismatch(RequestRejected):
+    reason = "idempotency_mismatch"
+
+
+class RequestInProgress(RequestRejected):
+    reason = "request_in_progress"
 
 
 class UpstreamError(GatewayError):

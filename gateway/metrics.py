@@ -73,6 +73,38 @@ class Metrics:
             ["entity_type", "state"],
             registry=r,
         )
+        self.verifications = Counter(
+            "gateway_verification_checks_total",
+            "Pre-creation verification checks, by check and result (passed, failed, warning, "
+            "error).",
+            ["check", "status"],
+            registry=r,
+        )
+        self.cap_rejections = Counter(
+            "gateway_cap_rejections_total",
+            "Creates refused because their job's (or campaign's) cap was reached, by type.",
+            ["entity_type"],
+            registry=r,
+        )
+        self.replays = Counter(
+            "gateway_idempotent_replays_total",
+            "Answers replayed without calling Graph, by why (idempotency_key, slot).",
+            ["source"],
+            registry=r,
+        )
+        self.slot_transitions = Counter(
+            "gateway_slot_transitions_total",
+            "Job slots moving to a state (reserved, created, unknown, free), by entity type.",
+            ["entity_type", "state"],
+            registry=r,
+        )
+        self.reconciliations = Counter(
+            "gateway_reconciliations_total",
+            "Unresolved creates the recovery worker decided: adopted (found on Graph) or "
+            "absent (not there: failed, slot freed).",
+            ["result"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Requests being handled on the proxy port.", registry=r
         )

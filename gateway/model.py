@@ -46,6 +46,7 @@ class Intent:
     parent_id: str | None = None  # campaign_id of an ad set, adset_id of an ad, copied source
     name: str | None = None
     job_id: str | None = None
+    slot_no: int | None = None  # the job slot this create fills
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class EntityRecord:
     error: Mapping[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    slot_no: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,3 +114,164 @@ class EntityPage:
     items: tuple[EntityRecord, ...]
     next_before_id: int | None = None  # pass as before_id for the next page; None: last page
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- jobs, slots, verifications (DESIGN.md §3.1) -------------------------------------------
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"  # declared and verified; nothing created yet
+    IN_PROGRESS = "in_progress"  # at least one slot reserved
+    COMPLETED = "completed"  # every slot created
+    FAILED = "failed"  # refused by Graph for good (e.g. the account was suspended): no creates
+    ROLLED_BACK = "rolled_back"  # no creates
+
+
+CLOSED_JOB_STATES = frozenset({JobStatus.FAILED, JobStatus.ROLLED_BACK})
+
+
+class SlotState(StrEnum):
+    FREE = "free"  # nobody holds it; the next create of its type takes the lowest free one
+    RESERVED = "reserved"  # a request holds it and is creating its entity now
+    UNKNOWN = "unknown"  # sent, no answer: counts as in flight until reconciled
+    CREATED = "created"  # holds its entity's Graph id for good
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a backend declares before a job starts."""
+
+    caller: str  # HMAC of the declaring token
+    account_id: str  # "act_<n>"
+    campaign_name: str
+    expect: Mapping[str, int]  # entity type -> how many, e.g. {"campaign": 1, "adset": 50}
+    external_ref: str | None = None  # the caller's id for the job: makes the declaration idempotent
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    caller: str
+    account_id: str
+    campaign_name: str
+    expect: Mapping[str, int]
+    external_ref: str | None
+    status: JobStatus
+    verification: Mapping[
+        str, Any
+    ]  # the pre-creation verification report, as returned to the caller
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    job_id: str
+    entity_type: str
+    slot_no: int  # 1..expected
+    state: SlotState
+    request_id: str | None  # the request holding it (reserved/unknown) or that created it
+    graph_id: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SlotWant:
+    """One slot a request asks for: the next free one of a type, or a named one."""
+
+    entity_type: str
+    slot_no: int | None = None
+
+
+@dataclass(frozen=True)
+class Reserved:
+    slot_no: int
+
+
+@dataclass(frozen=True)
+class AlreadyCreated:
+    """The slot holds an entity already: replay it, never create another."""
+
+    slot_no: int
+    graph_id: str
+
+
+@dataclass(frozen=True)
+class SlotBusy:
+    """The named slot is held by another request (reserved, or sent with no answer yet)."""
+
+    slot_no: int
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class NoCapacity:
+    """Every slot of the type is created or in flight: the cap is reached."""
+
+    entity_type: str
+    expected: int
+    created: int
+    in_flight: int
+
+
+Reservation = Reserved | AlreadyCreated | SlotBusy | NoCapacity
+
+
+@dataclass(frozen=True)
+class SlotOutcome:
+    """What became of a reserved slot; applied only if `request_id` still holds it."""
+
+    job_id: str
+    entity_type: str
+    slot_no: int
+    request_id: str
+    state: SlotState  # CREATED (with graph_id), FREE (nothing was created), UNKNOWN
+    graph_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One pre-creation verification check."""
+
+    name: str  # token | account | campaign_name | object_limits
+    status: str  # passed | failed | warning | error (could not run)
+    detail: str
+    duration_ms: float
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- idempotency keys (DESIGN.md §6) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """This request owns the key: run it, then `finish` (or `release`)."""
+
+    recovered: bool = False  # the previous holder's lease had expired (it crashed)
+    previous_request_id: str | None = None  # that holder, whose creates may exist
+
+
+@dataclass(frozen=True)
+class Replay:
+    response: StoredResponse
+
+
+@dataclass(frozen=True)
+class InProgress:
+    request_id: str
+    locked_until: datetime
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Same key and caller, a different request."""
+
+
+Claim = Claimed | Replay | InProgress | Mismatch

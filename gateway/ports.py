@@ -5,11 +5,28 @@ Protocols only: no implementation, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from gateway.model import Discovered, EntityPage, EntityQuery, EntityRecord, Intent, Outcome
+from gateway.model import (
+    CheckResult,
+    Claim,
+    Discovered,
+    EntityPage,
+    EntityQuery,
+    EntityRecord,
+    Intent,
+    JobRecord,
+    JobSpec,
+    JobStatus,
+    Outcome,
+    Reservation,
+    SlotOutcome,
+    SlotRecord,
+    SlotWant,
+    StoredResponse,
+)
 
 
 class Ledger(Protocol):
@@ -57,6 +74,9 @@ class Ledger(Protocol):
         1 raises ValueError.
         """
 
+    async def request_entities(self, request_id: str) -> list[EntityRecord]:
+        """Every row written for one request (all its ops and discovered entities)."""
+
     async def find_by_graph_id(self, graph_id: str) -> EntityRecord | None:
         """The newest row whose entity has *graph_id* (e.g. to learn a copy source's account)."""
 
@@ -71,3 +91,103 @@ class Ledger(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; calling it twice is harmless."""
+
+
+class JobStore(Protocol):
+    """Jobs, their numbered slots and pre-creation verifications. Every method is one
+    transaction; slot reservation is atomic across concurrent requests and replicas, so
+    created + in-flight slots never exceed what the job expected (invariant 4)."""
+
+    async def create_job(
+        self, spec: JobSpec, *, job_id: str, verification: Mapping[str, Any], now: datetime
+    ) -> tuple[JobRecord, bool]:
+        """Insert the job (status pending) and one FREE slot per expected entity.
+
+        Returns (record, True). When `spec.external_ref` is set and the same caller already
+        declared a job with it, inserts nothing and returns (that job, False).
+        """
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        """The job, or None."""
+
+    async def reserve_slots(
+        self, job_id: str, wants: Sequence[SlotWant], *, request_id: str, now: datetime
+    ) -> list[Reservation]:
+        """Reserve one slot per want, in order, atomically (all in one transaction).
+
+        A named want (slot_no set): FREE → Reserved; CREATED → AlreadyCreated; RESERVED or
+        UNKNOWN → SlotBusy (even if held by *request_id*); out of range → NoCapacity.
+        An unnamed want: the lowest FREE slot of its type → Reserved, else NoCapacity.
+        A job still `pending` becomes `in_progress` when anything is reserved.
+        """
+
+    async def complete_slots(self, outcomes: Sequence[SlotOutcome], *, now: datetime) -> None:
+        """Apply each outcome if its request still holds the slot (else ignore it).
+
+        CREATED stores the graph id for good; FREE releases the slot for the next create;
+        UNKNOWN keeps it counted as in flight. When every slot of a job is CREATED the job
+        becomes `completed`.
+        """
+
+    async def resolve_slot(
+        self, job_id: str, entity_type: str, slot_no: int, *, graph_id: str | None, now: datetime
+    ) -> None:
+        """Recovery: an UNKNOWN or RESERVED slot becomes CREATED (graph_id) or FREE (None)."""
+
+    async def slots(self, job_id: str) -> list[SlotRecord]:
+        """Every slot of the job, by type then number."""
+
+    async def set_job_status(self, job_id: str, status: JobStatus, *, now: datetime) -> None:
+        """Set the job's status (failed, rolled_back, ...)."""
+
+    async def record_checks(
+        self,
+        checks: Sequence[CheckResult],
+        *,
+        caller: str,
+        account_id: str,
+        job_id: str | None,
+        now: datetime,
+    ) -> None:
+        """Keep every verification check run (job_id None when the job was refused)."""
+
+
+class IdempotencyStore(Protocol):
+    """Idempotency-Key records, scoped by caller and ad account. Every method is atomic."""
+
+    async def claim(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        *,
+        request_id: str,
+        now: datetime,
+        lease: timedelta,
+    ) -> Claim:
+        """Take the key or say why not.
+
+        New key → Claimed (locked until now + lease). Finished key, same fingerprint →
+        Replay. Different fingerprint (finished or not) → Mismatch. Unfinished and its lease
+        not expired → InProgress. Unfinished and its lease expired (the holder crashed) →
+        Claimed(recovered=True) for *request_id*. Of N concurrent claims exactly one wins.
+        """
+
+    async def finish(
+        self,
+        scope: str,
+        key: str,
+        *,
+        request_id: str,
+        response: StoredResponse,
+        now: datetime,
+        retain_until: datetime,
+    ) -> None:
+        """Store the response to replay; only the holder (*request_id*) can. Idempotent."""
+
+    async def release(self, scope: str, key: str, *, request_id: str) -> None:
+        """Forget an unfinished claim held by *request_id* (nothing was sent), so a retry
+        runs afresh. Idempotent."""
+
+    async def reap(self, *, now: datetime) -> int:
+        """Delete finished records retained past their time; return how many."""

@@ -27,12 +27,20 @@ from gateway.core.classify import (
     RawRequest,
     classify,
     needs_body,
+    request_params,
 )
-from gateway.engine import Body, run_create
+from gateway.core.idempotency import fingerprint, parse_key
+from gateway.engine import Body, CreateCall, run_create
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.idempotent import run_once
+from gateway.jobs import JOBS_PATH, MAX_EXPECTED
 from gateway.upstream import forward_headers, map_errors, response_headers
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+JOB_HEADER = "X-Gateway-Job"
+SLOT_HEADER = "X-Gateway-Slot"
+_JOB_ID = re.compile(r"^job_[0-9a-f]{20}$")
 RESERVED_PREFIX = "/_gateway/"
 _VERSION = re.compile(r"^/(v\d+\.\d+)(?:/|$)")
 # Answers up to this size are read whole and sent in one write; larger ones are streamed.
@@ -158,22 +166,66 @@ async def _dispatch(
             if body is None:  # an upload classified by its path: stream it
                 body = _stream_body(request, proxy.max_upload_bytes)
             match_version = _VERSION.match(request.path)
-            version = f"{match_version.group(1)}/" if match_version else ""
-            response = await run_create(
-                gw,
-                request,
-                request_id,
-                decision,
-                body,
+            call = CreateCall(
+                request=request,
+                request_id=request_id,
+                decision=decision,
+                body=body,
                 url=url,
                 headers=headers,
-                version_prefix=version,
+                version_prefix=f"{match_version.group(1)}/" if match_version else "",
+                content_type=ctype,
+                **_job_headers(request, batch=isinstance(decision, Batch)),
             )
             kind = "batch" if isinstance(decision, Batch) else "create"
-            return response, kind
+            key = request.headers.get(IDEMPOTENCY_HEADER)
+            if key is None:
+                return (await run_create(gw, call)).response, kind
+            return await _run_with_key(gw, call, key, body), kind
     if body is None and request.body_exists:
         body = _stream_body(request, proxy.max_upload_bytes)
     return await _pass_through(gw, request, request_id, url, headers, body), "passthrough"
+
+
+def _job_headers(request: web.Request, *, batch: bool) -> dict[str, Any]:
+    """X-Gateway-Job and X-Gateway-Slot, validated."""
+    job = request.headers.get(JOB_HEADER)
+    slot = request.headers.get(SLOT_HEADER)
+    if job is not None and not _JOB_ID.match(job.strip()):
+        raise BadRequest(f"{JOB_HEADER} must be a job id as POST {JOBS_PATH} returned it")
+    slot_no = None
+    if slot is not None:
+        if job is None:
+            raise BadRequest(f"{SLOT_HEADER} needs {JOB_HEADER}")
+        if batch:
+            raise BadRequest(f"{SLOT_HEADER} names one slot; each create in a batch takes its own")
+        if not slot.strip().isdigit() or not 1 <= int(slot) <= MAX_EXPECTED:
+            raise BadRequest(f"{SLOT_HEADER} must be a slot number from 1 to {MAX_EXPECTED}")
+        slot_no = int(slot)
+    return {"job_id": job.strip() if job else None, "slot_no": slot_no}
+
+
+async def _run_with_key(gw: Gateway, call: CreateCall, raw_key: str, body: Body) -> web.Response:
+    key = parse_key(raw_key)
+    if key is None:
+        raise BadRequest(f"{IDEMPOTENCY_HEADER} must be 1-255 printable characters")
+    params = request_params(
+        _raw(call.request, call.content_type, body if isinstance(body, bytes) else None)
+    )
+    ops = call.decision.creates if isinstance(call.decision, Batch) else (call.decision.op,)
+    account = next((op.account_id for op in ops if op.account_id), "-")
+    scope = f"{gw.caller(call.decision.token)}:{account}"
+    # The job and slot headers are part of what is asked.
+    params = {**params, "__job": call.job_id, "__slot": call.slot_no}
+    fp = fingerprint(call.request.method, call.request.path, params)
+
+    async def run() -> tuple[web.Response, bool]:
+        result = await run_create(gw, call)
+        return result.response, result.unknown
+
+    return await run_once(
+        gw, scope=scope, key=key, fingerprint=fp, request_id=call.request_id, run=run
+    )
 
 
 def _raw(request: web.Request, ctype: str, body: bytes | None) -> RawRequest:

@@ -156,6 +156,13 @@ def classify(req: RawRequest, rules: CreateRules = DEFAULT_RULES) -> Classificat
     return Passthrough() if op is None else Create(op, token)
 
 
+def request_params(req: RawRequest) -> dict[str, Any]:
+    """Query and body parameters together (the body wins), as Graph reads them; {} when the
+    body cannot be read."""
+    body = _body_params(req.content_type, req.body)
+    return {**req.query, **({} if isinstance(body, _Unreadable) else body)}
+
+
 def find_token(
     query: Mapping[str, str], authorization: str | None, params: Mapping[str, Any] | None
 ) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.core.classify import DEFAULT_RULES, CreateRules
 from gateway.core.schema import build
+from gateway.core.verify import VerifyPolicy
 from gateway.errors import ConfigError
 
 POLICY_VERSION = 1
@@ -73,11 +74,48 @@ class ClassificationPolicy:
 
 
 @dataclass(frozen=True)
+class IdempotencyPolicy:
+    """Idempotency-Key records (DESIGN.md §6)."""
+
+    retention_hours: float = 24.0  # a finished key replays this long, then is reaped
+    # How long a key stays held by its request; past it a crashed holder's key can be taken
+    # over (after checking the ledger for what it created). Above the upstream deadline.
+    lease_seconds: float = 120.0
+    # How long a repeat waits for the first request with its key before 409.
+    wait_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    """The worker that resolves `sending` and `unknown` rows by looking on Graph."""
+
+    interval_seconds: float = 30.0
+    # A `sending` row younger than this may still be in flight in some process.
+    in_flight_seconds: float = 120.0
+    # Graph's created_time has one-second precision and its clock is not ours.
+    clock_skew_seconds: float = 5.0
+    # An `unknown` row Graph still shows no entity for after this long is `failed`: the
+    # create did not happen, and its slot is free again.
+    give_up_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class CapsPolicy:
+    """Caps for creates made without a job (zero-change mode), per campaign tree."""
+
+    per_campaign: Mapping[str, int] = field(default_factory=dict)  # e.g. {"adset": 50}
+
+
+@dataclass(frozen=True)
 class PolicySet:
     upstream: UpstreamPolicy = field(default_factory=UpstreamPolicy)
     proxy: ProxyPolicy = field(default_factory=ProxyPolicy)
     ledger: LedgerPolicy = field(default_factory=LedgerPolicy)
     classification: ClassificationPolicy = field(default_factory=ClassificationPolicy)
+    verification: VerifyPolicy = field(default_factory=VerifyPolicy)
+    idempotency: IdempotencyPolicy = field(default_factory=IdempotencyPolicy)
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    caps: CapsPolicy = field(default_factory=CapsPolicy)
     # Every file's [[examples]], by file name, for the policy tests.
     examples: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
 
@@ -87,6 +125,10 @@ _TABLES: dict[str, type[Any]] = {
     "proxy": ProxyPolicy,
     "ledger": LedgerPolicy,
     "classification": ClassificationPolicy,
+    "verification": VerifyPolicy,
+    "idempotency": IdempotencyPolicy,
+    "recovery": RecoveryPolicy,
+    "caps": CapsPolicy,
 }
 _ENTITY_TYPES = frozenset({"campaign", "adset", "ad", "adcreative", "adimage", "advideo"})
 
@@ -165,6 +207,26 @@ def _check(table: str, value: Any) -> list[str]:
     elif table == "ledger":
         if not 1 <= value.pool_min_size <= value.pool_max_size:
             problems.append("pool_min_size/pool_max_size: need 1 <= min <= max")
+    elif table == "verification":
+        if value.duplicate_name not in ("reject", "warn"):
+            problems.append("duplicate_name: 'reject' or 'warn'")
+        problems.extend(
+            f"limits.{kind}: a positive integer"
+            for kind, limit in value.limits.items()
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        )
+        if value.attempts < 1 or value.cache_seconds < 0 or value.ads_per_adset < 1:
+            problems.append("attempts, ads_per_adset >= 1 and cache_seconds >= 0")
+    elif table in ("idempotency", "recovery"):
+        problems.extend(
+            f"{name}: must be > 0" for name, number in vars(value).items() if number <= 0
+        )
+    elif table == "caps":
+        problems.extend(
+            f"per_campaign.{kind}: a positive integer"
+            for kind, cap in value.per_campaign.items()
+            if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1
+        )
     elif table == "classification":
         problems.extend(
             f"edges.{edge}: one of {sorted(_ENTITY_TYPES)}"

@@ -1,18 +1,12 @@
-"""PostgresLedger: the production ledger on an asyncpg pool. Translates asyncpg errors at its edge.
+"""PostgresLedger: the production ledger on an asyncpg pool. Translates asyncpg errors at its edge
+(the table is in postgres_base.py); the JobStore and IdempotencyStore parts live in
+postgres_jobs.py and postgres_idempotency.py.
 
 Atomicity: every method is one statement (atomic by itself: no BEGIN/COMMIT round trips on
 the create path) or one transaction on one pooled connection.
 Multi-row writes pass arrays and `unnest` them (one round trip for 50 rows); `add_entities`
 and `token_key` are idempotent through `INSERT … ON CONFLICT DO NOTHING`, which waits for a
 concurrent inserter of the same key and then sees its row (READ COMMITTED).
-
-    UniqueViolationError                                   -> StoreConflict
-    SerializationError, DeadlockDetectedError              -> StoreConflict (retry the call)
-    other IntegrityConstraintViolationError (CHECK, ...),
-    DataError                                              -> ValueError (a row the schema refuses)
-    PostgresConnectionError, InterfaceError, OSError, TimeoutError, server shutting down,
-    too many connections, disk full, read-only (failover),
-    unknown database, login refused, permission denied     -> StoreUnavailable
 """
 
 from __future__ import annotations
@@ -20,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
-from gateway.errors import ConfigError, GatewayError, StoreConflict, StoreUnavailable
+from gateway.errors import ConfigError, GatewayError, StoreUnavailable
 from gateway.model import (
     CreateSource,
     Discovered,
@@ -41,13 +34,13 @@ from gateway.model import (
     Outcome,
 )
 from gateway.stores.migrate import Migration, apply_postgres
+from gateway.stores.postgres_base import canonical_json, translated, utc
+from gateway.stores.postgres_idempotency import PostgresIdempotency
+from gateway.stores.postgres_jobs import PostgresJobs
 
 # Opening one connection: a server that is down refuses at once; one that is unreachable
 # (packets dropped) is given up on after this, so start-up and /readyz fail fast.
 CONNECT_TIMEOUT_SECONDS = 3.0
-# Waiting for a free pooled connection. Past this the pool is saturated (or the server gone)
-# and the create fails closed rather than piling up behind it.
-ACQUIRE_TIMEOUT_SECONDS = 10.0
 # One statement; ledger statements touch a handful of rows by index, so this only fires when
 # the server is stuck (lock pile-up, I/O stall).
 COMMAND_TIMEOUT_SECONDS = 10.0
@@ -60,57 +53,8 @@ CALLER_KEY_BYTES = 32
 
 _COLUMNS = (
     "id, request_id, op_index, caller, account_id, entity_type, source, state, parent_id, "
-    "name, job_id, graph_id, error, created_at, updated_at"
+    "name, job_id, graph_id, error, created_at, updated_at, slot_no"
 )
-
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, canceled
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby after failover
-    asyncpg.exceptions.InternalClientError,
-    # The server answers but will not let us in or write: a database not created yet, a
-    # rotated password, a revoked grant. Creates must fail closed all the same.
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    asyncpg.InsufficientPrivilegeError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except asyncpg.UniqueViolationError as exc:
-        raise StoreConflict(f"ledger row already exists: {exc}") from exc
-    except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError) as exc:
-        raise StoreConflict(f"ledger transaction conflicted, retry it: {exc}") from exc
-    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
-        raise ValueError(f"the ledger refused a row: {exc}") from exc
-    except _UNAVAILABLE as exc:
-        if isinstance(exc, ValueError):
-            # asyncpg's client-side DataError / ClientConfigurationError: a value it cannot
-            # encode or a malformed DSN is a bug or a configuration error, not an outage.
-            raise
-        raise StoreUnavailable(
-            f"PostgreSQL ledger unavailable: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def _utc(at: datetime) -> datetime:
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"ledger timestamps must be timezone-aware, got {at!r}")
-    return at.astimezone(UTC)
-
-
-def _json(error: Mapping[str, Any] | None) -> str | None:
-    if error is None:
-        return None
-    return json.dumps(error, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _record(row: Any) -> EntityRecord:
@@ -131,15 +75,16 @@ def _record(row: Any) -> EntityRecord:
         error=None if error is None else json.loads(error),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        slot_no=row["slot_no"],
     )
 
 
-class PostgresLedger:
-    """The `Ledger` on PostgreSQL; open it with `open_postgres_ledger`."""
+class PostgresLedger(PostgresJobs, PostgresIdempotency):
+    """The `Ledger`, `JobStore` and `IdempotencyStore` on PostgreSQL; open it with
+    `open_postgres_ledger`."""
 
     def __init__(self, pool: Any) -> None:
-        self._pool = pool
-        self._closed = False
+        super().__init__(pool)
         self._key: bytes | None = None
 
     async def __aenter__(self) -> Self:
@@ -153,36 +98,21 @@ class PostgresLedger:
     ) -> None:
         await self.aclose()
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        """A pooled connection, errors translated. One statement on it is one transaction."""
-        if self._closed:
-            raise StoreUnavailable("PostgreSQL ledger unavailable: it is closed")
-        with _translated():
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
-                yield conn
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Any]:
-        """A pooled connection inside BEGIN … COMMIT, for methods of several statements."""
-        async with self._connection() as conn, conn.transaction():
-            yield conn
-
     async def write_intents(self, intents: Sequence[Intent], *, now: datetime) -> list[int]:
         if not intents:
             return []
-        at = _utc(now)
+        at = utc(now)
         # One statement: atomic without BEGIN/COMMIT, which would cost two round trips.
         async with self._connection() as conn:
             rows = await conn.fetch(
                 """
                 INSERT INTO entities (request_id, op_index, caller, account_id, entity_type,
-                                      source, state, parent_id, name, job_id,
+                                      source, state, parent_id, name, job_id, slot_no,
                                       created_at, updated_at)
-                SELECT r, o, c, a, t, s, 'sending', p, n, j, $10, $10
+                SELECT r, o, c, a, t, s, 'sending', p, n, j, sn, $10, $10
                 FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
-                            $6::text[], $7::text[], $8::text[], $9::text[])
-                     WITH ORDINALITY AS u(r, o, c, a, t, s, p, n, j, ord)
+                            $6::text[], $7::text[], $8::text[], $9::text[], $11::int[])
+                     WITH ORDINALITY AS u(r, o, c, a, t, s, p, n, j, sn, ord)
                 ORDER BY ord
                 RETURNING id, request_id, op_index
                 """,
@@ -196,6 +126,7 @@ class PostgresLedger:
                 [i.name for i in intents],
                 [i.job_id for i in intents],
                 at,
+                [i.slot_no for i in intents],
             )
         # RETURNING's row order is not promised; match ids to intents by key.
         by_key = {(r["request_id"], r["op_index"]): int(r["id"]) for r in rows}
@@ -204,7 +135,7 @@ class PostgresLedger:
     async def settle(self, outcomes: Sequence[Outcome], *, now: datetime) -> None:
         if not outcomes:
             return
-        at = _utc(now)
+        at = utc(now)
         # The last outcome given for a row wins, as if they had been settled one by one.
         latest = sorted({o.entity_id: o for o in outcomes}.items())
         # One statement: atomic without BEGIN/COMMIT, which would cost two round trips.
@@ -230,14 +161,14 @@ class PostgresLedger:
                 [EntityState(o.state).value for _, o in latest],
                 [o.graph_id for _, o in latest],
                 [o.entity_type for _, o in latest],
-                [_json(o.error) for _, o in latest],
+                [canonical_json(o.error) for _, o in latest],
                 at,
             )
 
     async def add_entities(self, found: Sequence[Discovered], *, now: datetime) -> list[int]:
         if not found:
             return []
-        at = _utc(now)
+        at = utc(now)
         keys = [(d.request_id, d.op_index) for d in found]
         async with self._transaction() as conn:
             inserted = await conn.fetch(
@@ -317,7 +248,7 @@ class PostgresLedger:
         if query.job_id is not None:
             where("job_id = {}", query.job_id)
         if query.since is not None:
-            where("created_at >= {}", _utc(query.since))
+            where("created_at >= {}", utc(query.since))
         if query.state is not None:
             where("state = {}", EntityState(query.state).value)
         if query.before_id is not None:
@@ -334,6 +265,13 @@ class PostgresLedger:
         more = len(rows) > query.limit
         return EntityPage(items=items, next_before_id=items[-1].id if more else None)
 
+    async def request_entities(self, request_id: str) -> list[EntityRecord]:
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM entities WHERE request_id = $1 ORDER BY op_index",  # noqa: S608 - fixed column list
+            request_id,
+        )
+        return [_record(r) for r in rows]
+
     async def find_by_graph_id(self, graph_id: str) -> EntityRecord | None:
         rows = await self._fetch(
             f"SELECT {_COLUMNS} FROM entities WHERE graph_id = $1 ORDER BY id DESC LIMIT 1",  # noqa: S608 - fixed column list
@@ -344,7 +282,7 @@ class PostgresLedger:
     async def check(self) -> None:
         if self._closed:
             raise StoreUnavailable("PostgreSQL ledger unavailable: it is closed")
-        with _translated():
+        with translated():
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                 await self._pool.fetchval("SELECT 1")
 
@@ -359,13 +297,9 @@ class PostgresLedger:
             # Connections still busy (or a server gone) past the grace period: drop them.
             self._pool.terminate()
 
-    async def _fetch(self, sql: str, *params: Any) -> list[Any]:
-        async with self._connection() as conn:
-            return list(await conn.fetch(sql, *params))
-
 
 async def _init_connection(conn: Any) -> None:
-    # jsonb travels as text both ways; _json and _record do the (canonical) encoding.
+    # jsonb travels as text both ways; canonical_json and the record builders do the encoding.
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=lambda v: v, decoder=lambda v: v, format="text"
     )
@@ -396,7 +330,7 @@ async def open_postgres_ledger(
         )
     pool: Any = None
     try:
-        with _translated():
+        with translated():
             # Each connection attempt has its own timeout; this bounds the whole open,
             # migrations included, in case a server accepts but never answers.
             async with asyncio.timeout(connect_timeout + COMMAND_TIMEOUT_SECONDS):
@@ -422,7 +356,7 @@ async def open_postgres_ledger(
 
 async def migrate_postgres(dsn: str) -> list[Migration]:
     """Apply pending migrations on one connection to *dsn*; return those applied."""
-    with _translated():
+    with translated():
         conn = await asyncpg.connect(
             dsn, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=_server_settings(dsn)
         )

@@ -1,4 +1,5 @@
-"""SqliteLedger: the embedded ledger on one SQLite file in WAL mode.
+"""SqliteLedger: the embedded ledger on one SQLite file in WAL mode. Its JobStore and
+IdempotencyStore parts live in sqlite_jobs.py and sqlite_idempotency.py.
 
 Atomicity: every write method is one call of the group-commit writer (sqlite_writer.py): its
 SQL runs inside a SAVEPOINT of a group transaction on the single writer connection, and the
@@ -14,8 +15,8 @@ import contextlib
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -34,6 +35,9 @@ from gateway.model import (
     Outcome,
 )
 from gateway.stores.migrate import Migration, apply_sqlite
+from gateway.stores.sqlite_base import canonical_json, instant, timestamp
+from gateway.stores.sqlite_idempotency import SqliteIdempotency
+from gateway.stores.sqlite_jobs import SqliteJobs
 from gateway.stores.sqlite_writer import SqliteWriter, WriterStats, translated
 
 T = TypeVar("T")
@@ -45,7 +49,7 @@ MIN_SQLITE_VERSION = (3, 37, 0)
 # an operator's sqlite3 shell) before failing with StoreUnavailable. Long enough to ride out a
 # migration, short enough that a create fails closed well inside a client's timeout.
 BUSY_TIMEOUT_MS = 5000
-# Rows per multi-row statement: 200 rows of 12 bound values stay far below SQLite's
+# Rows per multi-row statement: 200 rows of 13 bound values stay far below SQLite's
 # 32,766-variable limit (and a batch has at most 50 ops).
 ROWS_PER_STATEMENT = 200
 # After a checkpoint, truncate the WAL file back to this size, so one burst does not leave a
@@ -56,12 +60,12 @@ CALLER_KEY_BYTES = 32
 
 _COLUMNS = (
     "id, request_id, op_index, caller, account_id, entity_type, source, state, parent_id, "
-    "name, job_id, graph_id, error, created_at, updated_at"
+    "name, job_id, graph_id, error, created_at, updated_at, slot_no"
 )
 # Multi-row INSERTs; {values} becomes "(?, …), (?, …)", one group per row.
 _INSERT_INTENTS = (
     "INSERT INTO entities (request_id, op_index, caller, account_id, entity_type, source, state,"
-    " parent_id, name, job_id, created_at, updated_at) VALUES {values}"
+    " parent_id, name, job_id, slot_no, created_at, updated_at) VALUES {values}"
     " RETURNING id, request_id, op_index"
 )
 _INSERT_DISCOVERED = (
@@ -69,20 +73,6 @@ _INSERT_DISCOVERED = (
     " parent_id, job_id, graph_id, created_at, updated_at) VALUES {values}"
     " ON CONFLICT (request_id, op_index) DO NOTHING"
 )
-
-
-def _timestamp(at: datetime) -> str:
-    """*at* as the 27-character UTC text the schema stores (see the migration's header)."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"ledger timestamps must be timezone-aware, got {at!r}")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _json(error: Mapping[str, Any] | None) -> str | None:
-    # Canonical form (sorted keys, no spaces) so settling the same error twice compares equal.
-    if error is None:
-        return None
-    return json.dumps(error, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _record(row: Sequence[Any]) -> EntityRecord:
@@ -100,8 +90,9 @@ def _record(row: Sequence[Any]) -> EntityRecord:
         job_id=row[10],
         graph_id=row[11],
         error=None if row[12] is None else json.loads(row[12]),
-        created_at=datetime.fromisoformat(row[13]),
-        updated_at=datetime.fromisoformat(row[14]),
+        created_at=instant(row[13]),
+        updated_at=instant(row[14]),
+        slot_no=row[15],
     )
 
 
@@ -115,14 +106,13 @@ def _placeholders(rows: int, columns: int) -> str:
     return ", ".join([one] * rows)
 
 
-class SqliteLedger:
-    """The `Ledger` on one SQLite file; open it with `open_sqlite_ledger`."""
+class SqliteLedger(SqliteJobs, SqliteIdempotency):
+    """The `Ledger`, `JobStore` and `IdempotencyStore` on one SQLite file; open it with
+    `open_sqlite_ledger`."""
 
     def __init__(self, path: Path, writer: SqliteWriter, reader: aiosqlite.Connection) -> None:
+        super().__init__(writer, reader)
         self.path = path
-        self._writer = writer
-        self._reader = reader
-        self._closed = False
         self._key: bytes | None = None
         self.synchronous = "?"  # as read back from the writer connection by open_sqlite_ledger
 
@@ -147,7 +137,7 @@ class SqliteLedger:
     async def write_intents(self, intents: Sequence[Intent], *, now: datetime) -> list[int]:
         if not intents:
             return []
-        at = _timestamp(now)
+        at = timestamp(now)
         rows = [
             (
                 i.request_id,
@@ -160,6 +150,7 @@ class SqliteLedger:
                 i.parent_id,
                 i.name,
                 i.job_id,
+                i.slot_no,
                 at,
                 at,
             )
@@ -169,7 +160,7 @@ class SqliteLedger:
         def run(conn: sqlite3.Connection) -> list[int]:
             ids: list[int] = []
             for chunk in _chunks(rows, ROWS_PER_STATEMENT):
-                sql = _INSERT_INTENTS.format(values=_placeholders(len(chunk), 12))
+                sql = _INSERT_INTENTS.format(values=_placeholders(len(chunk), 13))
                 got = conn.execute(sql, [v for row in chunk for v in row]).fetchall()
                 # RETURNING's row order is not promised; match ids to intents by key.
                 by_key = {(r[1], r[2]): int(r[0]) for r in got}
@@ -181,7 +172,7 @@ class SqliteLedger:
     async def settle(self, outcomes: Sequence[Outcome], *, now: datetime) -> None:
         if not outcomes:
             return
-        at = _timestamp(now)
+        at = timestamp(now)
         # The last outcome given for a row wins, as if they had been settled one by one.
         latest = {o.entity_id: o for o in outcomes}
         params = [
@@ -189,7 +180,7 @@ class SqliteLedger:
                 EntityState(o.state).value,
                 o.graph_id,
                 o.entity_type,
-                _json(o.error),
+                canonical_json(o.error),
                 at,
                 o.entity_id,
             )
@@ -221,7 +212,7 @@ class SqliteLedger:
     async def add_entities(self, found: Sequence[Discovered], *, now: datetime) -> list[int]:
         if not found:
             return []
-        at = _timestamp(now)
+        at = timestamp(now)
         rows = [
             (
                 d.request_id,
@@ -298,7 +289,7 @@ class SqliteLedger:
             params.append(query.job_id)
         if query.since is not None:
             clauses.append("created_at >= ?")
-            params.append(_timestamp(query.since))
+            params.append(timestamp(query.since))
         if query.state is not None:
             clauses.append("state = ?")
             params.append(EntityState(query.state).value)
@@ -315,6 +306,13 @@ class SqliteLedger:
         items = tuple(_record(r) for r in rows[: query.limit])
         more = len(rows) > query.limit
         return EntityPage(items=items, next_before_id=items[-1].id if more else None)
+
+    async def request_entities(self, request_id: str) -> list[EntityRecord]:
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM entities WHERE request_id = ? ORDER BY op_index",  # noqa: S608 - fixed column list
+            (request_id,),
+        )
+        return [_record(r) for r in rows]
 
     async def find_by_graph_id(self, graph_id: str) -> EntityRecord | None:
         rows = await self._read(
@@ -337,12 +335,6 @@ class SqliteLedger:
             await self._writer.aclose()
         finally:
             await _close_quietly(self._reader)
-
-    async def _read(self, sql: str, params: Iterable[Any]) -> list[Any]:
-        if self._closed:
-            raise StoreUnavailable("SQLite ledger unavailable: it is closed")
-        with translated():
-            return list(await self._reader.execute_fetchall(sql, params))
 
 
 async def _close_quietly(conn: aiosqlite.Connection) -> None:

@@ -1,4 +1,8 @@
-"""Backend-parametrised ledger fixtures: every contract test runs on SQLite and PostgreSQL.
+"""Backend-parametrised store fixtures: every contract test runs on SQLite and PostgreSQL.
+
+One object per backend implements every store port (`Ledger`, `JobStore`,
+`IdempotencyStore`); `job_store` and `idempotency_store` are the ledger under test seen
+through one port, so a suite can only use what its Protocol promises.
 
 Isolation: SQLite gets a fresh file in `tmp_path` per test; PostgreSQL gets a fresh schema per
 test in the `test` database, named in the DSN's `search_path` (asyncpg passes unknown query
@@ -14,14 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ports import Ledger
-from gateway.stores.postgres import open_postgres_ledger
-from gateway.stores.sqlite import open_sqlite_ledger
+from gateway.ports import IdempotencyStore, JobStore, Ledger
+from gateway.stores.postgres import PostgresLedger, open_postgres_ledger
+from gateway.stores.sqlite import SqliteLedger, open_sqlite_ledger
 from tests.pgschema import scratch_schema
 
 LEDGER_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 LedgerFactory = Callable[[], Awaitable[Ledger]]
+JobStoreFactory = Callable[[], Awaitable[JobStore]]
+IdempotencyStoreFactory = Callable[[], Awaitable[IdempotencyStore]]
 
 
 @pytest.fixture
@@ -67,3 +73,40 @@ async def ledger_factory(
 async def ledger(ledger_factory: LedgerFactory) -> Ledger:
     """A migrated, empty ledger of the backend under test."""
     return await ledger_factory()
+
+
+def _both(ledger: Ledger) -> SqliteLedger | PostgresLedger:
+    assert isinstance(ledger, SqliteLedger | PostgresLedger)
+    return ledger
+
+
+@pytest.fixture
+async def job_store(ledger: Ledger) -> JobStore:
+    """The ledger under test through its JobStore port."""
+    return _both(ledger)
+
+
+@pytest.fixture
+def job_store_factory(ledger_factory: LedgerFactory) -> JobStoreFactory:
+    """Opens more JobStores on the same database (replicas of one deployment)."""
+
+    async def open_one() -> JobStore:
+        return _both(await ledger_factory())
+
+    return open_one
+
+
+@pytest.fixture
+async def idempotency_store(ledger: Ledger) -> IdempotencyStore:
+    """The ledger under test through its IdempotencyStore port."""
+    return _both(ledger)
+
+
+@pytest.fixture
+def idempotency_store_factory(ledger_factory: LedgerFactory) -> IdempotencyStoreFactory:
+    """Opens more IdempotencyStores on the same database (replicas of one deployment)."""
+
+    async def open_one() -> IdempotencyStore:
+        return _both(await ledger_factory())
+
+    return open_one

@@ -85,6 +85,7 @@ class TestWriteIntents:
                     parent_id="2385",
                     name="Ad ünïcode 4",
                     job_id="job-7",
+                    slot_no=12,
                 )
             ],
             now=T0,
@@ -105,6 +106,7 @@ class TestWriteIntents:
             error=None,
             created_at=T0,
             updated_at=T0,
+            slot_no=12,
         )
 
     async def test_timestamps_come_back_in_utc_whatever_zone_they_were_given_in(
@@ -425,6 +427,24 @@ class TestEntities:
         """limit=0 is a caller bug, refused with ValueError."""
         with pytest.raises(ValueError, match="limit"):
             await ledger.entities(EntityQuery(limit=0))
+
+
+class TestRequestEntities:
+    async def test_every_row_of_one_request_comes_back_by_op_index(self, ledger: Ledger) -> None:
+        """Intents and discovered entities of one request, ordered by op_index; no others."""
+        await ledger.write_intents([intent("req-1", 1), intent("req-1", 0)], now=T0)
+        await ledger.write_intents([intent("req-2", 0)], now=T0)
+        await ledger.add_entities([discovered("req-1", 1000)], now=T1)
+        rows = await ledger.request_entities("req-1")
+        assert [(r.request_id, r.op_index) for r in rows] == [
+            ("req-1", 0),
+            ("req-1", 1),
+            ("req-1", 1000),
+        ]
+
+    async def test_an_unknown_request_has_no_rows(self, ledger: Ledger) -> None:
+        """A request id never written gives an empty list."""
+        assert await ledger.request_entities("nope") == []
 
 
 class TestFindByGraphId:

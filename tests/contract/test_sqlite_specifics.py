@@ -11,7 +11,7 @@ import aiosqlite
 import pytest
 
 from gateway.errors import ConfigError, StoreUnavailable
-from gateway.model import EntityQuery, EntityState, Outcome
+from gateway.model import EntityQuery, EntityState, JobSpec, Outcome, Reserved, SlotWant
 from gateway.stores import open_ledger, sqlite_path
 from gateway.stores.sqlite import SqliteLedger, open_sqlite_ledger
 from tests.contract.test_ledger import intent
@@ -71,6 +71,50 @@ async def test_concurrent_writes_share_one_group_commit(sqlite_ledger: SqliteLed
     assert 1 <= intents_commits < 50
     assert 1 <= settle_commits < 50
     assert sqlite_ledger.stats.largest_group > 1
+
+
+async def test_reservations_in_one_group_commit_see_each_others_slots(
+    sqlite_ledger: SqliteLedger,
+) -> None:
+    """80 reservations queued at once share group commits, yet each reads the slots the calls
+    before it in the group took (one connection, one transaction): 50 distinct slots."""
+    await sqlite_ledger.create_job(
+        JobSpec("c0ffee", "act_1", "BF", {"adset": 50}), job_id="job-1", verification={}, now=T0
+    )
+    before = sqlite_ledger.stats.commits
+    results = await asyncio.gather(
+        *(
+            sqlite_ledger.reserve_slots("job-1", [SlotWant("adset")], request_id=f"r{n}", now=T0)
+            for n in range(80)
+        )
+    )
+    assert sqlite_ledger.stats.commits - before < 80
+    assert sqlite_ledger.stats.largest_group > 1
+    taken = sorted(r.slot_no for (r,) in results if isinstance(r, Reserved))
+    assert taken == list(range(1, 51))
+
+
+async def test_a_refused_reservation_call_is_rolled_back_alone(
+    sqlite_ledger: SqliteLedger,
+) -> None:
+    """A call whose request id the schema refuses raises ValueError and takes no slot; the
+    calls grouped with it still commit."""
+    await sqlite_ledger.create_job(
+        JobSpec("c0ffee", "act_1", "BF", {"adset": 3}), job_id="job-1", verification={}, now=T0
+    )
+    results = await asyncio.gather(
+        sqlite_ledger.reserve_slots("job-1", [SlotWant("adset")], request_id="ok-1", now=T0),
+        sqlite_ledger.reserve_slots(
+            "job-1", [SlotWant("adset"), SlotWant("adset")], request_id="x" * 200, now=T0
+        ),
+        sqlite_ledger.reserve_slots("job-1", [SlotWant("adset")], request_id="ok-2", now=T0),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], ValueError)
+    assert results[0] == [Reserved(1)]
+    assert results[2] == [Reserved(2)]
+    holders = [s.request_id for s in await sqlite_ledger.slots("job-1")]
+    assert holders == ["ok-1", "ok-2", None]
 
 
 async def test_a_lock_held_by_another_process_fails_writes_but_not_reads(

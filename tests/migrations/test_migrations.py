@@ -151,9 +151,22 @@ async def test_sqlite_and_postgres_reach_the_same_tables_and_columns(
     lite, lite_indexes = await sqlite_schema(sqlite_conn)
     pg, pg_indexes = await postgres_schema(pg_conn)
     assert lite == pg
-    assert {"entities", "gateway_keys", "schema_migrations"} <= set(lite)
+    assert set(lite) == {
+        "entities",
+        "gateway_keys",
+        "jobs",
+        "slots",
+        "pre_creation_verifications",
+        "idempotency_keys",
+        "schema_migrations",
+    }
+    assert ("slot_no", False) in lite["entities"]
     assert lite_indexes == pg_indexes
-    assert len(lite_indexes) >= 5
+    assert {
+        "jobs_caller_external_ref_key",
+        "slots_state_idx",
+        "idempotency_keys_retain_until_idx",
+    } <= lite_indexes
 
 
 @pytest.mark.postgres
@@ -166,6 +179,36 @@ async def test_every_postgres_table_has_a_comment(pg_conn: Any) -> None:
     )
     assert rows
     assert [r["relname"] for r in rows if not r["comment"]] == []
+
+
+async def test_upgrading_a_0001_sqlite_database_keeps_its_rows(
+    sqlite_conn: aiosqlite.Connection,
+) -> None:
+    """0002 applied to a database already holding entities keeps them, with no slot_no."""
+    first, *rest = load_migrations("sqlite")
+    await apply_sqlite(sqlite_conn, [first])
+    await sqlite_conn.execute(
+        "INSERT INTO entities (request_id, op_index, caller, entity_type, source, state,"
+        " created_at, updated_at) VALUES ('r', 0, 'c', 'ad', 'single', 'sending', ?, ?)",
+        ("2026-11-29T10:00:00.000000Z", "2026-11-29T10:00:00.000000Z"),
+    )
+    assert len(await apply_sqlite(sqlite_conn)) == len(rest)
+    rows = list(await sqlite_conn.execute_fetchall("SELECT request_id, slot_no FROM entities"))
+    assert [tuple(r) for r in rows] == [("r", None)]
+
+
+@pytest.mark.postgres
+async def test_upgrading_a_0001_postgres_database_keeps_its_rows(pg_conn: Any) -> None:
+    """0002 applied to a database already holding entities keeps them, with no slot_no."""
+    first, *rest = load_migrations("postgres")
+    await apply_postgres(pg_conn, [first])
+    await pg_conn.execute(
+        "INSERT INTO entities (request_id, op_index, caller, entity_type, source, state,"
+        " created_at, updated_at) VALUES ('r', 0, 'c', 'ad', 'single', 'sending', now(), now())"
+    )
+    assert len(await apply_postgres(pg_conn)) == len(rest)
+    rows = await pg_conn.fetch("SELECT request_id, slot_no FROM entities")
+    assert [tuple(r) for r in rows] == [("r", None)]
 
 
 async def test_rerunning_on_sqlite_is_a_no_op(sqlite_conn: aiosqlite.Connection) -> None:

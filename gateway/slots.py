@@ -1,0 +1,192 @@
+"""Job slots for a create on its way: check parents, reserve, and settle them after the answer.
+
+Reservation is one atomic store call for every slot a request needs (a batch's ops, a copy and
+the children it will create), so created + in-flight never exceed the job's expectation.
+Refused ops are answered by the gateway and never sent; their slots are released at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.context import Gateway
+from gateway.core.batchplan import own_entry
+from gateway.core.classify import CreateOp
+from gateway.core.outcome import Created, Failed, OpOutcome
+from gateway.errors import CapExceeded, GatewayError, ParentMismatch, RequestInProgress
+from gateway.model import (
+    AlreadyCreated,
+    EntityQuery,
+    EntityState,
+    JobRecord,
+    NoCapacity,
+    Reservation,
+    Reserved,
+    SlotBusy,
+    SlotOutcome,
+    SlotState,
+    SlotWant,
+)
+
+# Which parent a job's entity must name: ad sets its campaign, ads its ad sets.
+_PARENT_TYPE = {"adset": "campaign", "ad": "adset"}
+
+
+def _now(gw: Gateway) -> datetime:
+    return datetime.fromtimestamp(gw.clock.now(), UTC)
+
+
+@dataclass
+class JobPlan:
+    job: JobRecord
+    send: list[CreateOp] = field(default_factory=list)  # ops Graph will see
+    held: dict[int, list[tuple[str, int]]] = field(default_factory=dict)  # op -> (type, slot)
+    refused: dict[int, GatewayError] = field(default_factory=dict)  # ops answered by us
+    replay: tuple[int, str] | None = None  # (slot, graph id): a single create already done
+
+    def slot_of(self, index: int) -> int | None:
+        held = self.held.get(index)
+        return held[0][1] if held else None
+
+
+async def _copy_wants(gw: Gateway, job: JobRecord, op: CreateOp) -> list[SlotWant]:
+    """A copy takes a slot for itself and, deep, one per child it will create."""
+    source = await gw.ledger.find_by_graph_id(op.parent_id or "")
+    if source is None or source.job_id != job.job_id or source.state is not EntityState.CREATED:
+        raise ParentMismatch(
+            f"Under job {job.job_id} a copy must copy one of the job's own created entities"
+        )
+    wants = [SlotWant(source.entity_type)]
+    if op.deep_copy:
+        page = await gw.ledger.entities(EntityQuery(job_id=job.job_id, limit=1000))
+        children = [
+            r
+            for r in page.items
+            if r.parent_id == source.graph_id and r.state is EntityState.CREATED
+        ]
+        wants.extend(SlotWant(r.entity_type) for r in children)
+    return wants
+
+
+def _check_parent(op: CreateOp, job: JobRecord, created: dict[str, set[str]]) -> None:
+    parent_type = _PARENT_TYPE.get(op.entity_type)
+    parent = op.reparent_id if op.entity_type == "copy" else op.parent_id
+    if parent_type is None or parent is None or parent.startswith("{result="):
+        return  # a batch reference names a create of the same request
+    if parent not in created.get(parent_type, set()):
+        raise ParentMismatch(
+            f"A {op.entity_type} of job {job.job_id} must name one of the job's {parent_type}s "
+            f"({parent} is not one)"
+        )
+
+
+async def plan(
+    gw: Gateway,
+    job: JobRecord,
+    ops: Sequence[CreateOp],
+    *,
+    named_slot: int | None,
+    request_id: str,
+) -> JobPlan:
+    """Reserve every slot the ops need, or say which ops are refused and why."""
+    result = JobPlan(job)
+    created: dict[str, set[str]] = defaultdict(set)
+    for slot in await gw.jobs.slots(job.job_id):
+        if slot.state is SlotState.CREATED and slot.graph_id:
+            created[slot.entity_type].add(slot.graph_id)
+    wants: dict[int, list[SlotWant]] = {}
+    for op in ops:
+        try:
+            _check_parent(op, job, created)
+            if op.entity_type == "copy":
+                wants[op.index] = await _copy_wants(gw, job, op)
+            else:
+                wants[op.index] = [SlotWant(op.entity_type, named_slot)]
+        except GatewayError as exc:
+            result.refused[op.index] = exc
+    flat = [w for index in wants for w in wants[index]]
+    got = (
+        await gw.jobs.reserve_slots(job.job_id, flat, request_id=request_id, now=_now(gw))
+        if flat
+        else []
+    )
+    release: list[SlotOutcome] = []
+    position = 0
+    for op in ops:
+        if op.index not in wants:
+            continue
+        mine: list[Reservation] = got[position : position + len(wants[op.index])]
+        position += len(wants[op.index])
+        slots = [
+            (w.entity_type, r.slot_no)
+            for w, r in zip(wants[op.index], mine, strict=True)
+            if isinstance(r, Reserved)
+        ]
+        blocker = next((r for r in mine if not isinstance(r, Reserved)), None)
+        if blocker is None:
+            result.send.append(op)
+            result.held[op.index] = slots
+            for kind, _ in slots:
+                gw.metrics.slot_transitions.labels(kind, SlotState.RESERVED).inc()
+            continue
+        release.extend(
+            SlotOutcome(job.job_id, kind, no, request_id, SlotState.FREE) for kind, no in slots
+        )
+        match blocker:
+            case AlreadyCreated(slot_no=slot_no, graph_id=graph_id):
+                result.replay = (slot_no, graph_id)
+            case SlotBusy(slot_no=slot_no):
+                result.refused[op.index] = RequestInProgress(
+                    f"Slot {slot_no} of job {job.job_id} is being created by another request"
+                )
+            case NoCapacity(entity_type=kind, expected=expected, created=done, in_flight=flying):
+                gw.metrics.cap_rejections.labels(kind).inc()
+                result.refused[op.index] = CapExceeded(
+                    f"Job {job.job_id} expects {expected} {kind}(s): {done} created and "
+                    f"{flying} in flight; nothing was sent",
+                    error_data={
+                        "entity_type": kind,
+                        "expected": expected,
+                        "created": done,
+                        "in_flight": flying,
+                    },
+                )
+    if release:
+        await gw.jobs.complete_slots(release, now=_now(gw))
+    return result
+
+
+def refused_entry(exc: GatewayError, request_id: str) -> dict[str, Any]:
+    """A batch entry for an op the gateway refused (it never reached Graph)."""
+    return own_entry(
+        exc.status,
+        exc.envelope(request_id),
+        {"Content-Type": "application/json; charset=UTF-8", "X-Gateway-Request-Id": request_id},
+    )
+
+
+def slot_outcomes(
+    result: JobPlan, outcomes: dict[int, OpOutcome], request_id: str
+) -> list[SlotOutcome]:
+    """What every held slot becomes: created (its id), free (nothing happened) or unknown."""
+    out: list[SlotOutcome] = []
+    job_id = result.job.job_id
+    for index, held in result.held.items():
+        outcome = outcomes.get(index)
+        if isinstance(outcome, Created):
+            ids = {held[0][0]: [outcome.graph_id]}
+            for child in outcome.children:
+                ids.setdefault(child.entity_type, []).append(child.graph_id)
+            for kind, no in held:
+                graph_id = ids.get(kind, []).pop(0) if ids.get(kind) else None
+                state = SlotState.CREATED if graph_id else SlotState.FREE
+                out.append(SlotOutcome(job_id, kind, no, request_id, state, graph_id))
+        elif isinstance(outcome, Failed):
+            out.extend(SlotOutcome(job_id, k, no, request_id, SlotState.FREE) for k, no in held)
+        else:
+            out.extend(SlotOutcome(job_id, k, no, request_id, SlotState.UNKNOWN) for k, no in held)
+    return out
