@@ -190,9 +190,11 @@ async def run_create(gw: Gateway, call: CreateCall) -> CreateResult:
         )
     rows: dict[int, int] = {}
     try:
-        if intents:
-            row_ids = await _timed(gw, "intents", gw.ledger.write_intents(intents, now=_now(gw)))
-            rows = {i.op_index: row for i, row in zip(intents, row_ids, strict=True)}
+        async with slots.parent_caps(gw, () if plan is not None else sent_ops):
+            if intents:
+                written = gw.ledger.write_intents(intents, now=_now(gw))
+                row_ids = await _timed(gw, "intents", written)
+                rows = {i.op_index: row for i, row in zip(intents, row_ids, strict=True)}
     except GatewayError:
         if plan is not None:
             await _release(gw, plan, request_id)

@@ -77,6 +77,10 @@ class Ledger(Protocol):
     async def request_entities(self, request_id: str) -> list[EntityRecord]:
         """Every row written for one request (all its ops and discovered entities)."""
 
+    async def count_live(self, parent_ids: Sequence[str], entity_type: str) -> int:
+        """Rows of *entity_type* under any of *parent_ids* that exist or may exist on Graph
+        (created, sending, unknown): what a per-campaign cap counts."""
+
     async def find_by_graph_id(self, graph_id: str) -> EntityRecord | None:
         """The newest row whose entity has *graph_id* (e.g. to learn a copy source's account)."""
 

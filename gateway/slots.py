@@ -7,8 +7,11 @@ Refused ops are answered by the gateway and never sent; their slots are released
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -190,3 +193,44 @@ def slot_outcomes(
         else:
             out.extend(SlotOutcome(job_id, k, no, request_id, SlotState.UNKNOWN) for k, no in held)
     return out
+
+
+# One lock per parent: the count and the intent it allows are one step in this process.
+_PARENT_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+@contextlib.asynccontextmanager
+async def parent_caps(gw: Gateway, ops: Sequence[CreateOp]) -> AsyncIterator[None]:
+    """Zero-change caps: refuse (409 cap_exceeded, nothing sent) an ad set past
+    `adsets_per_campaign` or an ad past `ads_per_adset`; hold the parents' locks until the
+    caller has written its intents."""
+    caps = gw.policy.caps
+    limits = {"adset": caps.adsets_per_campaign, "ad": caps.ads_per_adset}
+    wanted: dict[tuple[str, str], int] = defaultdict(int)
+    for op in ops:
+        if limits.get(op.entity_type) and op.parent_id and not op.parent_id.startswith("{"):
+            wanted[(op.parent_id, op.entity_type)] += 1
+    if not wanted:
+        yield
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        for parent, _ in sorted(wanted):
+            lock = _PARENT_LOCKS.get(parent)
+            if lock is None:
+                lock = _PARENT_LOCKS[parent] = asyncio.Lock()
+            await stack.enter_async_context(lock)
+        for (parent, kind), count in wanted.items():
+            live = await gw.ledger.count_live([parent], kind)
+            if live + count > limits[kind]:
+                gw.metrics.cap_rejections.labels(kind).inc()
+                raise CapExceeded(
+                    f"{parent} has {live} {kind}(s) created or in flight; the cap is "
+                    f"{limits[kind]}; nothing was sent",
+                    error_data={
+                        "parent_id": parent,
+                        "entity_type": kind,
+                        "live": live,
+                        "cap": limits[kind],
+                    },
+                )
+        yield

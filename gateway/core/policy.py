@@ -101,9 +101,11 @@ class RecoveryPolicy:
 
 @dataclass(frozen=True)
 class CapsPolicy:
-    """Caps for creates made without a job (zero-change mode), per campaign tree."""
+    """Caps for creates made without a job (zero-change mode); 0 turns a cap off. Counted
+    from the ledger (created + in flight), atomically within one gateway process."""
 
-    per_campaign: Mapping[str, int] = field(default_factory=dict)  # e.g. {"adset": 50}
+    adsets_per_campaign: int = 0
+    ads_per_adset: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,7 @@ def _check(table: str, value: Any) -> list[str]:
         )
     elif table == "caps":
         problems.extend(
-            f"per_campaign.{kind}: a positive integer"
-            for kind, cap in value.per_campaign.items()
-            if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1
+            f"{name}: must be >= 0 (0 = no cap)" for name, cap in vars(value).items() if cap < 0
         )
     elif table == "classification":
         problems.extend(

@@ -272,6 +272,17 @@ class PostgresLedger(PostgresJobs, PostgresIdempotency):
         )
         return [_record(r) for r in rows]
 
+    async def count_live(self, parent_ids: Sequence[str], entity_type: str) -> int:
+        if not parent_ids:
+            return 0
+        rows = await self._fetch(
+            "SELECT count(*) FROM entities WHERE entity_type = $1 AND state IN "
+            "('sending', 'unknown', 'created') AND parent_id = ANY($2::text[])",
+            entity_type,
+            list(parent_ids),
+        )
+        return int(rows[0][0])
+
     async def find_by_graph_id(self, graph_id: str) -> EntityRecord | None:
         rows = await self._fetch(
             f"SELECT {_COLUMNS} FROM entities WHERE graph_id = $1 ORDER BY id DESC LIMIT 1",  # noqa: S608 - fixed column list

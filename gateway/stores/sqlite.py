@@ -314,6 +314,17 @@ class SqliteLedger(SqliteJobs, SqliteIdempotency):
         )
         return [_record(r) for r in rows]
 
+    async def count_live(self, parent_ids: Sequence[str], entity_type: str) -> int:
+        if not parent_ids:
+            return 0
+        marks = ",".join("?" for _ in parent_ids)
+        rows = await self._read(
+            "SELECT count(*) FROM entities WHERE entity_type = ? AND state IN "  # noqa: S608 - placeholders only
+            f"('sending', 'unknown', 'created') AND parent_id IN ({marks})",
+            (entity_type, *parent_ids),
+        )
+        return int(rows[0][0])
+
     async def find_by_graph_id(self, graph_id: str) -> EntityRecord | None:
         rows = await self._read(
             f"SELECT {_COLUMNS} FROM entities WHERE graph_id = ? ORDER BY id DESC LIMIT 1",  # noqa: S608 - fixed column list
