@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import StoreError
+from gateway.jobs import job_json
 from gateway.model import EntityQuery, EntityRecord, EntityState
 
 ADMIN_PREFIX = "/admin/v1/"
@@ -132,6 +133,37 @@ async def _entities(request: web.Request) -> web.StreamResponse:
     return web.json_response(body)
 
 
+async def _job(request: web.Request) -> web.StreamResponse:
+    """GET /admin/v1/jobs/{id}: the job, its slots, its verification checks and its entities."""
+    gw = request.app[GATEWAY]
+    job_id = request.match_info["job_id"]
+    try:
+        job = await gw.jobs.job(job_id)
+        if job is None:
+            return _error(404, f"No job {job_id!r}")
+        slots = await gw.jobs.slots(job_id)
+        checks = await gw.jobs.checks(job_id)
+        page = await gw.ledger.entities(EntityQuery(job_id=job_id, limit=MAX_PAGE))
+    except StoreError as exc:
+        return _error(503, f"ledger unavailable: {exc.message}")
+    body = job_json(job, slots)
+    body["caller"] = job.caller
+    body["slot_list"] = [
+        {
+            "entity_type": s.entity_type,
+            "slot_no": s.slot_no,
+            "state": s.state.value,
+            "graph_id": s.graph_id,
+            "request_id": s.request_id,
+            "updated_at": s.updated_at.isoformat(),
+        }
+        for s in slots
+    ]
+    body["checks"] = [asdict(c) for c in checks]
+    body["entities"] = [entity_json(r) for r in page.items]
+    return web.json_response(body)
+
+
 def create_admin_app(gw: Gateway) -> web.Application:
     app = web.Application(middlewares=[_auth])
     app[GATEWAY] = gw
@@ -139,4 +171,5 @@ def create_admin_app(gw: Gateway) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/admin/v1/entities", _entities)
+    app.router.add_get("/admin/v1/jobs/{job_id}", _job)
     return app

@@ -141,6 +141,9 @@ class JobStore(Protocol):
     async def slots(self, job_id: str) -> list[SlotRecord]:
         """Every slot of the job, by type then number."""
 
+    async def checks(self, job_id: str) -> list[CheckResult]:
+        """The verification checks recorded for the job, in the order recorded."""
+
     async def set_job_status(self, job_id: str, status: JobStatus, *, now: datetime) -> None:
         """Set the job's status (failed, rolled_back, ...)."""
 

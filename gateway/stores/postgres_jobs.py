@@ -384,7 +384,7 @@ class PostgresJobs(PostgresBase):
             )
 
     async def checks(self, job_id: str) -> list[CheckResult]:
-        """The checks recorded for *job_id*, in the order recorded (not in JobStore yet)."""
+        """The checks recorded for *job_id*, in the order recorded."""
         rows = await self._fetch(
             "SELECT name, status, detail, duration_ms, data FROM pre_creation_verifications"
             " WHERE job_id = $1 ORDER BY id",

@@ -316,7 +316,7 @@ class SqliteJobs(SqliteBase):
         await self._writer.submit(run)
 
     async def checks(self, job_id: str) -> list[CheckResult]:
-        """The checks recorded for *job_id*, in the order recorded (not in JobStore yet)."""
+        """The checks recorded for *job_id*, in the order recorded."""
         rows = await self._read(
             "SELECT name, status, detail, duration_ms, data FROM pre_creation_verifications"
             " WHERE job_id = ? ORDER BY id",

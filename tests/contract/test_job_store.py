@@ -535,7 +535,7 @@ class TestRecordChecks:
         await job_store.record_checks(
             checks, caller="c0ffee", account_id="act_1", job_id="job-1", now=T0
         )
-        reader: RecordedChecks = job_store  # type: ignore[assignment]  # beyond the Protocol
+        reader: RecordedChecks = job_store
         assert await reader.checks("job-1") == checks
 
     async def test_checks_of_a_refused_job_are_kept_without_a_job(
@@ -550,7 +550,7 @@ class TestRecordChecks:
             now=T0,
         )
         await job_store.record_checks([], caller="c0ffee", account_id="act_1", job_id=None, now=T0)
-        reader: RecordedChecks = job_store  # type: ignore[assignment]  # beyond the Protocol
+        reader: RecordedChecks = job_store
         assert await reader.checks("job-1") == []
 
     async def test_an_unknown_check_status_is_refused(self, job_store: JobStore) -> None:
