@@ -98,6 +98,7 @@ async def open_gateway(
             token_key=await ledger.token_key(),
             rules=policy.classification.rules(),
             timeout=timeout,
+            started_at=clock.now(),
         )
         if recovery:
             await stack.enter_async_context(recovery_worker(gw))

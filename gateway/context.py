@@ -37,6 +37,7 @@ class Gateway:
     rules: CreateRules
     timeout: aiohttp.ClientTimeout
     verifier: Verifier
+    started_at: float = 0.0  # POSIX seconds when this process opened the gateway
     tokens: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     def remember_token(self, caller: str, token: str) -> None:
@@ -45,6 +46,11 @@ class Gateway:
         self.tokens.move_to_end(caller)
         while len(self.tokens) > TOKEN_MEMORY:
             self.tokens.popitem(last=False)
+
+    @property
+    def single_process(self) -> bool:
+        """SQLite is one process's database: no other replica can have a create in flight."""
+        return self.settings.database_url.startswith("sqlite:")
 
     def token_for(self, caller: str) -> str | None:
         return self.tokens.get(caller) or self.settings.rollback_token

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import re
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from gateway.upstream import map_errors, response_headers
 
 Body = bytes | Callable[[], AsyncIterator[bytes]]
 _DECODABLE = ("gzip", "deflate")
+_FORM, _JSON = "application/x-www-form-urlencoded", "application/json"
 
 
 def _now(gw: Gateway) -> datetime:
@@ -151,16 +153,25 @@ async def run_create(gw: Gateway, call: CreateCall) -> CreateResult:
         if wrong:
             raise BadRequest(f"Job {job.job_id} is for {job.account_id}, not {wrong[0].account_id}")
         plan = await slots.plan(
-            gw, job, ops, named_slot=None if batch else call.slot_no, request_id=request_id
+            gw,
+            job,
+            ops,
+            named_slot=None if batch else call.slot_no,
+            request_id=request_id,
+            token=decision.token,
         )
         if plan.replay is not None:
             gw.metrics.replays.labels("slot").inc()
             return _replay(call, *plan.replay)
-        if not batch and plan.refused:
-            raise plan.refused[ops[0].index]
+        if plan.refused and (not batch or call.content_type not in (_FORM, _JSON)):
+            # A single create, or a multipart batch (its files cannot be re-encoded): refuse
+            # the whole request; nothing is sent.
+            await _release(gw, plan, request_id)
+            raise next(iter(plan.refused.values()))
         sent_ops = tuple(plan.send)
     else:
         sent_ops = ops
+    references = _op_references(call) if batch else {}
     intents = []
     for op in sent_ops:
         account = op.account_id
@@ -181,8 +192,9 @@ async def run_create(gw: Gateway, call: CreateCall) -> CreateResult:
                 account_id=account,
                 entity_type=op.entity_type,
                 source=source,
-                # A copy's row names the entity it copies (reconciliation looks for its copies).
-                parent_id=op.parent_id,
+                # A copy's row names the entity it copies (reconciliation looks for its copies);
+                # a parent created by an earlier op of the batch is named by that op's index.
+                parent_id=references.get(op.parent_id or "", op.parent_id),
                 name=op.name,
                 job_id=call.job_id,
                 slot_no=plan.slot_of(op.index) if plan else None,
@@ -272,6 +284,36 @@ async def run_create(gw: Gateway, call: CreateCall) -> CreateResult:
         web.Response(status=status, body=raw, headers=out_headers),
         unknown=any(isinstance(o, Unknown) for o in outcomes.values()),
     )
+
+
+_ID_REFERENCE = re.compile(r"^\{result=([^:{}]+):\$\.id\}$")
+
+
+def _op_references(call: CreateCall) -> dict[str, str]:
+    """`{result=NAME:$.id}` → `{op=INDEX}` for every named op of a batch, so a row whose parent
+    is created by the same batch can find it in the ledger (the op's own row)."""
+    ops = call.decision.creates if isinstance(call.decision, Batch) else ()
+    if not isinstance(call.body, bytes) or not any(
+        (op.parent_id or "").startswith("{result=") for op in ops
+    ):
+        return {}
+    raw = RawRequest(
+        method=call.request.method,
+        path=call.request.path,
+        query={},
+        content_type=call.content_type,
+        authorization=None,
+        body=call.body,
+    )
+    parsed = parse_batch_body(request_params(raw))
+    if parsed is None:
+        return {}
+    names = {
+        str(op["name"]): index
+        for index, op in enumerate(parsed.ops)
+        if isinstance(op, dict) and op.get("name")
+    }
+    return {f"{{result={name}:$.id}}": f"{{op={index}}}" for name, index in names.items()}
 
 
 def _own(plan: JobPlan | None, request_id: str) -> dict[int, dict[str, Any]]:

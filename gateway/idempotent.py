@@ -81,7 +81,15 @@ async def run_once(
                 delay = min(delay * 2, _POLL_MAX)
                 continue
             case Claimed(previous_request_id=previous) if previous:
-                earlier = await _earlier_outcome(gw, previous, request_id)
+                try:
+                    earlier = await _earlier_outcome(gw, previous, request_id)
+                except OutcomeUnknown:
+                    # The key must keep pointing at the request whose creates are unresolved,
+                    # or a later take-over would find no rows and send the create again.
+                    await gw.idempotency.hand_back(
+                        scope, key, request_id=request_id, previous=previous
+                    )
+                    raise
                 if earlier is not None:
                     await gw.idempotency.finish(
                         scope,

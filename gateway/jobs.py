@@ -124,6 +124,11 @@ async def declare_job(request: web.Request) -> web.StreamResponse:
     caller = gw.caller(token)
     gw.remember_token(caller, token)
     spec = _parse_spec(doc, caller)
+    if spec.external_ref is not None:
+        # A repeated declaration answers the job it made, whatever exists on Graph by now.
+        known = await gw.jobs.job_by_ref(caller, spec.external_ref)
+        if known is not None:
+            return web.json_response(job_json(known, await gw.jobs.slots(known.job_id)))
     now = _now(gw)
     job_id = "job_" + secrets.token_hex(10)
     started = gw.clock.monotonic()

@@ -114,6 +114,9 @@ class JobStore(Protocol):
     async def job(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
 
+    async def job_by_ref(self, caller: str, external_ref: str) -> JobRecord | None:
+        """The job *caller* declared with *external_ref*, or None."""
+
     async def reserve_slots(
         self, job_id: str, wants: Sequence[SlotWant], *, request_id: str, now: datetime
     ) -> list[Reservation]:
@@ -143,6 +146,10 @@ class JobStore(Protocol):
 
     async def checks(self, job_id: str) -> list[CheckResult]:
         """The verification checks recorded for the job, in the order recorded."""
+
+    async def held_slots(self, *, updated_before: datetime, limit: int = 500) -> list[SlotRecord]:
+        """RESERVED slots untouched since *updated_before*, oldest first (a request that
+        reserved them may have died before writing its intent)."""
 
     async def set_job_status(self, job_id: str, status: JobStatus, *, now: datetime) -> None:
         """Set the job's status (failed, rolled_back, ...)."""
@@ -195,6 +202,10 @@ class IdempotencyStore(Protocol):
     async def release(self, scope: str, key: str, *, request_id: str) -> None:
         """Forget an unfinished claim held by *request_id* (nothing was sent), so a retry
         runs afresh. Idempotent."""
+
+    async def hand_back(self, scope: str, key: str, *, request_id: str, previous: str) -> None:
+        """Give an unfinished key taken over by *request_id* back to *previous* (whose creates
+        are still unresolved), so the next take-over looks at those creates again."""
 
     async def reap(self, *, now: datetime) -> int:
         """Delete finished records retained past their time; return how many."""

@@ -21,13 +21,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-
 from gateway import logs
 from gateway.context import Gateway
 from gateway.core.reconcile import Absent, Adopt, Candidate, Pending, match
 from gateway.errors import GatewayError
-from gateway.model import EntityQuery, EntityRecord, EntityState, Outcome
+from gateway.model import (
+    Discovered,
+    EntityQuery,
+    EntityRecord,
+    EntityState,
+    Outcome,
+    SlotState,
+)
 from gateway.upstream import map_errors
 
 # Where each type's entities are listed, by the kind of parent its row records.
@@ -76,7 +81,11 @@ async def _children(
             async with gw.session.get(
                 f"{gw.settings.upstream}/{path}", params=params, timeout=gw.timeout
             ) as resp:
-                doc = await resp.json(content_type=None)
+                raw = await resp.read()
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
         if resp.status != 200 or not isinstance(doc, dict):
             raise GatewayError(f"Graph answered {resp.status} listing {path}")
         out.extend(d for d in doc.get("data", []) if isinstance(d, dict))
@@ -101,9 +110,20 @@ async def _group_key(gw: Gateway, row: EntityRecord) -> tuple[str, str, str | No
     if row.entity_type not in _EDGE:
         return None  # images and videos carry no name to look for
     parent = row.account_id if row.entity_type in ("campaign", "adcreative") else row.parent_id
-    if not parent or parent.startswith("{result="):
+    if parent and parent.startswith("{op="):
+        parent = await _sibling_id(gw, row, parent)
+    if not parent or parent.startswith("{"):
         return None
     return f"{parent}/{_EDGE[row.entity_type]}", "id,name,created_time", row.name or ""
+
+
+async def _sibling_id(gw: Gateway, row: EntityRecord, reference: str) -> str | None:
+    """The Graph id of the batch op `{op=N}` of the row's own request, once it is known."""
+    index = reference.removeprefix("{op=").removesuffix("}")
+    for sibling in await gw.ledger.request_entities(row.request_id):
+        if str(sibling.op_index) == index and sibling.state is EntityState.CREATED:
+            return sibling.graph_id
+    return None
 
 
 async def recover_once(gw: Gateway) -> RecoveryReport:
@@ -119,9 +139,13 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
             report.skipped["not_listable"] = report.skipped.get("not_listable", 0) + 1
             continue
         full_key = (*key, row.caller)
+        created = row.created_at.timestamp()
+        # With one process (SQLite), what was sent before it started is nobody's any more.
+        orphaned = gw.single_process and created < gw.started_at
         in_flight = (
             row.state is EntityState.SENDING
-            and now - row.created_at.timestamp() < policy.in_flight_seconds
+            and not orphaned
+            and now - created < policy.in_flight_seconds
         )
         if in_flight:
             busy.add(full_key)  # a sibling may still be answered: decide the group later
@@ -141,9 +165,27 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
             report.waiting += len(rows)
             continue
         await _decide(gw, rows, listed, now, report)
+    await _free_orphaned_slots(gw, report)
     if report.adopted or report.absent:
         logs.event("recovery", **{k: v for k, v in vars(report).items() if v})
     return report
+
+
+async def _free_orphaned_slots(gw: Gateway, report: RecoveryReport) -> None:
+    """Slots reserved by a request that died before writing its intent: nothing was sent for
+    them (the intent comes first), so they are free again."""
+    policy = gw.policy.recovery
+    cutoff = datetime.fromtimestamp(gw.clock.now() - policy.in_flight_seconds, UTC)
+    at = datetime.fromtimestamp(gw.clock.now(), UTC)
+    for slot in await gw.jobs.held_slots(updated_before=cutoff):
+        rows = await gw.ledger.request_entities(slot.request_id or "")
+        if any(r.job_id == slot.job_id for r in rows):
+            continue  # its intent exists: the row decides the slot
+        await gw.jobs.resolve_slot(
+            slot.job_id, slot.entity_type, slot.slot_no, graph_id=None, now=at
+        )
+        report.absent += 1
+        gw.metrics.reconciliations.labels("orphaned_slot").inc()
 
 
 async def _decide(
@@ -184,8 +226,14 @@ async def _decide(
     at = datetime.fromtimestamp(now, UTC)
     for decision in decisions:
         row = by_id[decision.entity_id]
+        source = (
+            await gw.ledger.find_by_graph_id(row.parent_id or "")
+            if row.entity_type == "copy"
+            else None
+        )
         if isinstance(decision, Adopt):
-            outcome = Outcome(row.id, EntityState.CREATED, decision.graph_id)
+            kind = source.entity_type if source else None
+            outcome = Outcome(row.id, EntityState.CREATED, decision.graph_id, entity_type=kind)
             graph_id: str | None = decision.graph_id
             report.adopted += 1
         elif isinstance(decision, Absent):
@@ -198,14 +246,79 @@ async def _decide(
             continue
         await gw.ledger.settle([outcome], now=at)
         gw.metrics.reconciliations.labels("adopted" if graph_id else "absent").inc()
+        children: list[tuple[str, str]] = []
+        if source is not None and graph_id is not None:
+            children = await _copied_children(gw, row, source.entity_type, graph_id, at)
         if row.job_id and row.slot_no is not None:
-            slot_type = row.entity_type
-            if slot_type == "copy":
-                source = await gw.ledger.find_by_graph_id(row.parent_id or "")
-                slot_type = source.entity_type if source else slot_type
+            slot_type = source.entity_type if source else row.entity_type
             await gw.jobs.resolve_slot(
                 row.job_id, slot_type, row.slot_no, graph_id=graph_id, now=at
             )
+            await _resolve_child_slots(gw, row, children, at)
+
+
+_CHILD_EDGES = {"campaign": ("adsets", "ads"), "adset": ("ads",), "ad": ()}
+
+
+async def _copied_children(
+    gw: Gateway, row: EntityRecord, source_type: str, copy_id: str, at: datetime
+) -> list[tuple[str, str]]:
+    """A deep copy found on Graph brought its children along: record them too (invariant 7).
+    Returns (entity type, graph id) of each."""
+    token = gw.token_for(row.caller)
+    found: list[tuple[str, str]] = []
+    if token is None:
+        return found
+    for edge in _CHILD_EDGES.get(source_type, ()):
+        try:
+            items = await _children(gw, token, f"{copy_id}/{edge}", "id", None)
+        except GatewayError:
+            continue
+        kind = "adset" if edge == "adsets" else "ad"
+        found.extend((kind, str(i["id"])) for i in items if i.get("id"))
+    new = [
+        Discovered(
+            request_id=row.request_id,
+            op_index=(row.op_index + 1) * 1000 + n,
+            caller=row.caller,
+            account_id=row.account_id,
+            entity_type=kind,
+            graph_id=graph_id,
+            job_id=row.job_id,
+        )
+        for n, (kind, graph_id) in enumerate(found)
+        if await gw.ledger.find_by_graph_id(graph_id) is None
+    ]
+    if new:
+        await gw.ledger.add_entities(new, now=at)
+    return found
+
+
+async def _resolve_child_slots(
+    gw: Gateway, row: EntityRecord, children: list[tuple[str, str]], at: datetime
+) -> None:
+    """The other slots the copy's request held (its children's) take the children found."""
+    if row.job_id is None:
+        return
+    held = [
+        s
+        for s in await gw.jobs.slots(row.job_id)
+        if s.request_id == row.request_id
+        and s.state in (SlotState.UNKNOWN, SlotState.RESERVED)
+        and s.slot_no != row.slot_no
+    ]
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for kind, graph_id in children:
+        by_type[kind].append(graph_id)
+    for slot in held:
+        ids = by_type.get(slot.entity_type)
+        await gw.jobs.resolve_slot(
+            slot.job_id,
+            slot.entity_type,
+            slot.slot_no,
+            graph_id=ids.pop(0) if ids else None,
+            now=at,
+        )
 
 
 @asynccontextmanager
@@ -216,8 +329,8 @@ async def recovery_worker(gw: Gateway) -> AsyncIterator[None]:
         while True:
             try:
                 await recover_once(gw)
-            except (GatewayError, aiohttp.ClientError) as exc:
-                logs.event("recovery_failed", error=str(exc), level=40)
+            except Exception as exc:  # noqa: BLE001  # one bad pass must not end the worker
+                logs.event("recovery_failed", error=repr(exc), level=40, exc_info=True)
             await gw.clock.sleep(gw.policy.recovery.interval_seconds)
 
     # One long-lived task owned by this context: cancelled and awaited on exit.

@@ -20,10 +20,15 @@ from gateway.context import Gateway
 from gateway.core.batchplan import own_entry
 from gateway.core.classify import CreateOp
 from gateway.core.outcome import Created, Failed, OpOutcome
-from gateway.errors import CapExceeded, GatewayError, ParentMismatch, RequestInProgress
+from gateway.errors import (
+    CapExceeded,
+    GatewayError,
+    ParentMismatch,
+    RequestInProgress,
+    UpstreamUnavailable,
+)
 from gateway.model import (
     AlreadyCreated,
-    EntityQuery,
     EntityState,
     JobRecord,
     NoCapacity,
@@ -34,6 +39,7 @@ from gateway.model import (
     SlotState,
     SlotWant,
 )
+from gateway.upstream import map_errors
 
 # Which parent a job's entity must name: ad sets its campaign, ads its ad sets.
 _PARENT_TYPE = {"adset": "campaign", "ad": "adset"}
@@ -56,22 +62,50 @@ class JobPlan:
         return held[0][1] if held else None
 
 
-async def _copy_wants(gw: Gateway, job: JobRecord, op: CreateOp) -> list[SlotWant]:
+# The children a deep copy of each type of source brings along (graph-api-notes §5).
+_DEEP_CHILDREN = {"campaign": ("adsets", "ads"), "adset": ("ads",), "ad": ()}
+_EDGE_TYPES = {"adsets": "adset", "ads": "ad"}
+
+
+async def _count_on_graph(gw: Gateway, parent: str, edge: str, token: str | None) -> int:
+    """Live children of *parent* on Graph: a deep copy copies what exists, recorded or not."""
+    if not token:
+        raise UpstreamUnavailable("No token to count the entities a deep copy would create")
+    params = {"summary": "true", "limit": "1", "access_token": token}
+    with map_errors(create=False):
+        async with gw.session.get(
+            f"{gw.settings.upstream}/{parent}/{edge}", params=params, timeout=gw.timeout
+        ) as resp:
+            doc = await resp.json(content_type=None)
+    total = (doc.get("summary") or {}).get("total_count") if isinstance(doc, dict) else None
+    if resp.status != 200 or not isinstance(total, int):
+        raise UpstreamUnavailable(
+            f"Graph did not count the {edge} of {parent} (HTTP {resp.status}); a deep copy's "
+            "slots cannot be reserved without it"
+        )
+    return total
+
+
+async def _copy_wants(
+    gw: Gateway, job: JobRecord, op: CreateOp, created: dict[str, set[str]], token: str | None
+) -> list[SlotWant]:
     """A copy takes a slot for itself and, deep, one per child it will create."""
     source = await gw.ledger.find_by_graph_id(op.parent_id or "")
     if source is None or source.job_id != job.job_id or source.state is not EntityState.CREATED:
         raise ParentMismatch(
             f"Under job {job.job_id} a copy must copy one of the job's own created entities"
         )
+    parent_type = _PARENT_TYPE.get(source.entity_type)
+    if op.reparent_id and (parent_type is None or op.reparent_id not in created[parent_type]):
+        raise ParentMismatch(
+            f"A copy under job {job.job_id} must land in one of the job's {parent_type}s "
+            f"({op.reparent_id} is not one)"
+        )
     wants = [SlotWant(source.entity_type)]
     if op.deep_copy:
-        page = await gw.ledger.entities(EntityQuery(job_id=job.job_id, limit=1000))
-        children = [
-            r
-            for r in page.items
-            if r.parent_id == source.graph_id and r.state is EntityState.CREATED
-        ]
-        wants.extend(SlotWant(r.entity_type) for r in children)
+        for edge in _DEEP_CHILDREN.get(source.entity_type, ()):
+            count = await _count_on_graph(gw, str(source.graph_id), edge, token)
+            wants.extend(SlotWant(_EDGE_TYPES[edge]) for _ in range(count))
     return wants
 
 
@@ -94,6 +128,7 @@ async def plan(
     *,
     named_slot: int | None,
     request_id: str,
+    token: str | None,
 ) -> JobPlan:
     """Reserve every slot the ops need, or say which ops are refused and why."""
     result = JobPlan(job)
@@ -106,7 +141,7 @@ async def plan(
         try:
             _check_parent(op, job, created)
             if op.entity_type == "copy":
-                wants[op.index] = await _copy_wants(gw, job, op)
+                wants[op.index] = await _copy_wants(gw, job, op, created, token)
             else:
                 wants[op.index] = [SlotWant(op.entity_type, named_slot)]
         except GatewayError as exc:

@@ -86,8 +86,11 @@ def _judge_error(status: int, doc: Any) -> Failed | Unknown | None:
         return Failed(error)
     if status >= 500:
         return Unknown(f"HTTP {status} without a Graph error body")
-    if status >= 300 or not isinstance(doc, dict):
+    if status >= 300:
         return Failed({"status": status, "code": None, "message": "not a Graph answer"})
+    if not isinstance(doc, dict):
+        # A success whose body cannot be read may well have created the entity.
+        return Unknown(f"HTTP {status} with a body that is not a Graph answer")
     return None
 
 

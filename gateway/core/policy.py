@@ -142,7 +142,8 @@ def parse(documents: Mapping[str, Mapping[str, Any]]) -> PolicySet:
     seen_in: dict[str, str] = {}
     examples: dict[str, tuple[Mapping[str, Any], ...]] = {}
     for name, doc in sorted(documents.items()):
-        if doc.get("version") != POLICY_VERSION:
+        version = doc.get("version")
+        if type(version) is not int or version != POLICY_VERSION:
             problems.append(f"{name}: version = {POLICY_VERSION} is required")
         for key, value in doc.items():
             if key == "version":
@@ -170,9 +171,20 @@ def parse(documents: Mapping[str, Mapping[str, Any]]) -> PolicySet:
             checked = built or _well_typed(_TABLES[key], value)
             if checked is not None:
                 problems.extend(f"{name} [{key}] {p}" for p in _check(key, checked))
+    policy = PolicySet(**tables, examples=examples)
+    deadline = policy.upstream.deadline_seconds
+    if policy.idempotency.lease_seconds <= deadline:
+        problems.append(
+            f"[idempotency] lease_seconds must exceed [upstream] deadline_seconds ({deadline}): "
+            "a shorter lease lets a repeat take over a key whose create is still in flight"
+        )
+    if policy.recovery.in_flight_seconds <= deadline:
+        problems.append(
+            f"[recovery] in_flight_seconds must exceed [upstream] deadline_seconds ({deadline})"
+        )
     if problems:
         raise ConfigError(problems)
-    return PolicySet(**tables, examples=examples)
+    return policy
 
 
 def _well_typed(cls: type[Any], doc: Any) -> Any:

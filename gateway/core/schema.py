@@ -8,6 +8,7 @@ policy files and the simulator's configuration.
 from __future__ import annotations
 
 import types
+from collections import abc
 from collections.abc import Mapping
 from dataclasses import MISSING, fields
 from enum import Enum
@@ -36,6 +37,12 @@ def _convert(value: Any, tp: Any) -> Any:
             return _BAD
         items = [_convert(v, item_type) for v in value]
         return _BAD if any(i is _BAD for i in items) else tuple(items)
+    if origin in (dict, abc.Mapping):
+        key_type, value_type = get_args(tp) or (Any, Any)
+        if not isinstance(value, Mapping):
+            return _BAD
+        pairs = {_convert(k, key_type): _convert(v, value_type) for k, v in value.items()}
+        return _BAD if _BAD in pairs or _BAD in pairs.values() else pairs
     if tp is Any or origin is not None:
         return value
     if isinstance(tp, type) and issubclass(tp, Enum):

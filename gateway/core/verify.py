@@ -46,7 +46,7 @@ class VerifyPolicy:
     )
     # Non-archived ads per ad set.
     ads_per_adset: int = 50
-    cache_seconds: float = 30.0  # reuse a caller's account/limit reads this long
+    cache_seconds: float = 5.0  # reuse a caller's token and account-status reads this long
     attempts: int = 3  # a read that fails transiently is tried this many times
 
 
@@ -122,7 +122,10 @@ def check_campaign_name(status: int, body: Any, name: str, policy: VerifyPolicy)
     err = _graph_error(body)
     if err is not None:
         return Verdict(ERROR, f"campaign_name: Graph refused the look-up: {err.get('message', '')}")
-    same = [c for c in body.get("data", []) if isinstance(c, Mapping) and c.get("name") == name]
+    data = body.get("data")
+    if not isinstance(data, list):
+        return Verdict(ERROR, "campaign_name: Graph's answer has no list of campaigns")
+    same = [c for c in data if isinstance(c, Mapping) and c.get("name") == name]
     if not same:
         return Verdict(PASSED, f"no campaign named {name!r} in the account")
     ids = [str(c.get("id")) for c in same]

@@ -138,6 +138,17 @@ class PostgresIdempotency(PostgresBase):
                 request_id,
             )
 
+    async def hand_back(self, scope: str, key: str, *, request_id: str, previous: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                "UPDATE idempotency_keys SET request_id = $4"
+                " WHERE scope = $1 AND key = $2 AND request_id = $3 AND state = 'in_progress'",
+                scope,
+                key,
+                request_id,
+                previous,
+            )
+
     async def reap(self, *, now: datetime) -> int:
         at = utc(now)
         async with self._connection() as conn:

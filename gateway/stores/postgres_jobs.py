@@ -107,7 +107,12 @@ def _runs(wants: Sequence[SlotWant], indexes: list[int]) -> list[list[int]]:
     return runs
 
 
-async def _no_capacity(conn: Any, job_id: str, entity_type: str) -> NoCapacity:
+async def _no_capacity(
+    conn: Any, job_id: str, entity_type: str, *, none_free: bool = False
+) -> NoCapacity:
+    """The counts a refusal reports. With *none_free* (SKIP LOCKED found no free slot) every
+    slot that is not created is taken, even those whose reservation another transaction has
+    not committed yet (this snapshot still sees them free)."""
     row = await conn.fetchrow(
         """
         SELECT count(*) AS expected,
@@ -118,8 +123,9 @@ async def _no_capacity(conn: Any, job_id: str, entity_type: str) -> NoCapacity:
         job_id,
         entity_type,
     )
+    in_flight = row["expected"] - row["created"] if none_free else row["in_flight"]
     return NoCapacity(
-        entity_type, expected=row["expected"], created=row["created"], in_flight=row["in_flight"]
+        entity_type, expected=row["expected"], created=row["created"], in_flight=in_flight
     )
 
 
@@ -233,6 +239,14 @@ class PostgresJobs(PostgresBase):
         )
         return job_record(rows[0]) if rows else None
 
+    async def job_by_ref(self, caller: str, external_ref: str) -> JobRecord | None:
+        rows = await self._fetch(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE caller = $1 AND external_ref = $2",  # noqa: S608 - fixed columns
+            caller,
+            external_ref,
+        )
+        return job_record(rows[0]) if rows else None
+
     async def reserve_slots(
         self, job_id: str, wants: Sequence[SlotWant], *, request_id: str, now: datetime
     ) -> list[Reservation]:
@@ -260,7 +274,7 @@ class PostgresJobs(PostgresBase):
                     for i, slot_no in zip(run, taken, strict=False):
                         results[i] = Reserved(slot_no)
                     if len(taken) < len(run):
-                        full = await _no_capacity(conn, job_id, entity_type)
+                        full = await _no_capacity(conn, job_id, entity_type, none_free=True)
                         results.update((i, full) for i in run[len(taken) :])
             if any(isinstance(r, Reserved) for r in results.values()):
                 await conn.execute(
@@ -337,6 +351,15 @@ class PostgresJobs(PostgresBase):
             f"SELECT {_SLOT_COLUMNS} FROM slots WHERE job_id = $1"  # noqa: S608 - fixed columns
             " ORDER BY entity_type, slot_no",
             job_id,
+        )
+        return [slot_record(r) for r in rows]
+
+    async def held_slots(self, *, updated_before: datetime, limit: int = 500) -> list[SlotRecord]:
+        rows = await self._fetch(
+            f"SELECT {_SLOT_COLUMNS} FROM slots WHERE state = 'reserved' AND updated_at < $1"  # noqa: S608 - fixed columns
+            " ORDER BY updated_at LIMIT $2",
+            utc(updated_before),
+            limit,
         )
         return [slot_record(r) for r in rows]
 

@@ -113,6 +113,16 @@ class SqliteIdempotency(SqliteBase):
 
         await self._writer.submit(run)
 
+    async def hand_back(self, scope: str, key: str, *, request_id: str, previous: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE idempotency_keys SET request_id = ?"
+                " WHERE scope = ? AND key = ? AND request_id = ? AND state = 'in_progress'",
+                (previous, scope, key, request_id),
+            )
+
+        await self._writer.submit(run)
+
     async def reap(self, *, now: datetime) -> int:
         at = timestamp(now)
 

@@ -198,6 +198,13 @@ class SqliteJobs(SqliteBase):
         rows = await self._read(_SELECT_JOB, (job_id,))
         return job_record(rows[0]) if rows else None
 
+    async def job_by_ref(self, caller: str, external_ref: str) -> JobRecord | None:
+        rows = await self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE caller = ? AND external_ref = ?",  # noqa: S608 - fixed columns
+            (caller, external_ref),
+        )
+        return job_record(rows[0]) if rows else None
+
     async def reserve_slots(
         self, job_id: str, wants: Sequence[SlotWant], *, request_id: str, now: datetime
     ) -> list[Reservation]:
@@ -263,6 +270,14 @@ class SqliteJobs(SqliteBase):
             f"SELECT {_SLOT_COLUMNS} FROM slots WHERE job_id = ?"  # noqa: S608 - fixed columns
             " ORDER BY entity_type, slot_no",
             (job_id,),
+        )
+        return [slot_record(r) for r in rows]
+
+    async def held_slots(self, *, updated_before: datetime, limit: int = 500) -> list[SlotRecord]:
+        rows = await self._read(
+            f"SELECT {_SLOT_COLUMNS} FROM slots WHERE state = 'reserved' AND updated_at < ?"  # noqa: S608 - fixed columns
+            " ORDER BY updated_at LIMIT ?",
+            (timestamp(updated_before), limit),
         )
         return [slot_record(r) for r in rows]
 
