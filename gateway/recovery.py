@@ -46,6 +46,7 @@ class RecoveryReport:
     adopted: int = 0
     absent: int = 0
     waiting: int = 0
+    reaped: int = 0  # idempotency records past their retention, deleted
     skipped: dict[str, int] = field(default_factory=dict)
 
 
@@ -166,7 +167,9 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
             continue
         await _decide(gw, rows, listed, now, report)
     await _free_orphaned_slots(gw, report)
-    if report.adopted or report.absent:
+    # Idempotency records past their retention go too (the reaper rides the same loop).
+    report.reaped = await gw.idempotency.reap(now=datetime.fromtimestamp(now, UTC))
+    if report.adopted or report.absent or report.reaped:
         logs.event("recovery", **{k: v for k, v in vars(report).items() if v})
     return report
 

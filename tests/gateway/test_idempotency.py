@@ -294,3 +294,35 @@ class TestRelease:
         lost.refused(504, "outcome_unknown")
         retried.refused(504, "outcome_unknown")
         assert await campaign_creates(graph_sim) == 1
+
+
+async def test_the_recovery_pass_reaps_keys_past_their_retention(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, sqlite_url: str
+) -> None:
+    """Within retention a key replays; after it the recovery pass reaps it and it runs anew."""
+    from gateway.clock import OffsetClock
+    from gateway.recovery import recover_once
+
+    async def create(gw: GatewayHandle) -> tuple[int, dict[str, Any], str | None]:
+        async with http.post(
+            f"{gw.url}/v25.0/act_1001/campaigns",
+            params={"access_token": "sim-token-alice"},
+            headers={"Idempotency-Key": "reap-me"},
+            data={"name": "R", "objective": "OUTCOME_TRAFFIC", "special_ad_categories": "[]"},
+        ) as resp:
+            return resp.status, await resp.json(), resp.headers.get("Idempotent-Replayed")
+
+    async with running_gateway(graph_sim.url, sqlite_url, recovery=False) as gw:
+        clock = OffsetClock()
+        gw.gateway.clock = clock
+        first = await create(gw)
+        assert (await recover_once(gw.gateway)).reaped == 0
+        again = await create(gw)
+        assert again[2] == "true"
+        assert again[1] == first[1]
+        clock.advance(25 * 3600)
+        assert (await recover_once(gw.gateway)).reaped == 1
+        fresh = await create(gw)
+        assert fresh[0] == 200
+        assert fresh[2] is None
+    assert len(await graph_sim.objects(type="campaign")) == 2
