@@ -1,9 +1,10 @@
-"""`graph-gateway demo`: the simulator, the gateway in front of it, and a faulty 1-50-1 build.
+"""`graph-gateway demo`: the simulator, the gateway in front of it, and a faulty 1-50-1 job.
 
-A naive backend (no retries, like the official SDKs) creates one campaign, one ad set with one
-ad, then copies the ad set 49 times (the seed's 1-50-1 strategy) through the gateway while the
-simulator fails some copies, loses one answer after committing, and adds latency. The summary
-sets what the backend saw beside what the ledger recorded and what Graph really holds.
+A backend declares a job (1 campaign, 50 ad sets, 50 ads), creates the campaign and one ad set
+with its ad, then copies the ad set 49 times (the seed's 1-50-1 strategy) while the simulator
+fails some copies, loses one answer after committing, and adds latency. The gateway records
+every create ahead, reconciles what it cannot know by looking on Graph, and the backend simply
+re-drives until the job is complete: Graph ends with exactly 50 ad sets and 50 ads.
 """
 
 from __future__ import annotations
@@ -12,20 +13,22 @@ import json
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from gateway.app import GatewayHandle, running_gateway
+from gateway.app import GatewayHandle, load_policy, running_gateway
 from gateway.clock import SystemClock
-from gateway.model import EntityQuery, EntityRecord, EntityState
+from gateway.model import EntityQuery, EntityState
+from gateway.recovery import recover_once
 from gateway.sim.handle import SimHandle, running_simulator
 
 TOKEN = "sim-token-alice"  # noqa: S105  # the simulator's documented demo token
 ACCOUNT = "act_1001"
-COPIES = 49
+ADSETS = 50
+ROUNDS = 8  # re-drive rounds at most (each one reconciles first)
 # What goes wrong, deterministically for a given seed.
 DEMO_FAULTS: list[dict[str, Any]] = [
     {"id": "flaky-copies", "kind": "error", "op": "copy", "probability": 0.08},
@@ -38,52 +41,92 @@ DEMO_FAULTS: list[dict[str, Any]] = [
         "latency_max_ms": 25,
     },
 ]
+Say = Callable[[str], None]
 
 
-@dataclass
-class Seen:
-    """What the backend saw, call by call."""
+class Backend:
+    """A naive backend: no retries of its own, one base URL changed, the job headers added."""
 
-    ok: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
+    def __init__(self, http: aiohttp.ClientSession, gw: GatewayHandle) -> None:
+        self.http = http
+        self.gw = gw
+        self.outcomes: Counter[str] = Counter()
 
+    async def post(
+        self, path: str, data: dict[str, str], *, job: str | None = None
+    ) -> tuple[int, Any]:
+        headers = {"X-Gateway-Job": job} if job else {}
+        try:
+            async with self.http.post(
+                f"{self.gw.url}/v25.0/{path}",
+                params={"access_token": TOKEN},
+                data=data,
+                headers=headers,
+            ) as resp:
+                body = await resp.json(content_type=None)
+                status = resp.status
+        except aiohttp.ClientError as exc:
+            status, body = 0, {"error": {"message": type(exc).__name__}}
+        self.outcomes[_describe(status, body)] += 1
+        return status, body
 
-async def _post(
-    http: aiohttp.ClientSession, gw: GatewayHandle, path: str, data: dict[str, str]
-) -> tuple[int, Any]:
-    try:
-        async with http.post(
-            f"{gw.url}/v25.0/{path}", params={"access_token": TOKEN}, data=data
+    async def declare(self) -> dict[str, Any]:
+        spec = {
+            "ad_account_id": ACCOUNT,
+            "campaign_name": "Demo 1-50-1",
+            "expect": {"campaign": 1, "adset": ADSETS, "ad": ADSETS},
+            "external_ref": "demo-order-1",
+        }
+        async with self.http.post(
+            f"{self.gw.url}/_gateway/v1/jobs", params={"access_token": TOKEN}, json=spec
         ) as resp:
-            return resp.status, await resp.json(content_type=None)
-    except aiohttp.ClientError as exc:
-        return 0, {"error": {"message": type(exc).__name__}}
+            job: dict[str, Any] = await resp.json()
+            if resp.status not in (200, 201):
+                raise RuntimeError(f"job declaration refused: {job}")
+            return job
 
 
 def _describe(status: int, body: Any) -> str:
+    if status == 200:
+        return "200 ok"
     err = body.get("error", {}) if isinstance(body, dict) else {}
     reason = err.get("gateway_reason")
-    if reason:
-        return f"{status} {reason}"
-    return f"{status} Graph code {err.get('code')}"
+    return f"{status} {reason}" if reason else f"{status} Graph code {err.get('code')}"
 
 
-async def build(http: aiohttp.ClientSession, gw: GatewayHandle, say: Callable[[str], None]) -> Seen:
-    """The backend's 1-50-1 build, with no retries."""
-    seen = Seen()
-    status, campaign = await _post(
-        http,
-        gw,
+async def _progress(backend: Backend, job_id: str) -> dict[str, Any]:
+    async with backend.http.get(
+        f"{backend.gw.url}/_gateway/v1/jobs/{job_id}", params={"access_token": TOKEN}
+    ) as resp:
+        doc: dict[str, Any] = await resp.json()
+        return doc
+
+
+def _progress_line(doc: dict[str, Any]) -> str:
+    slots = doc["slots"]
+    parts = [
+        f"{kind} {s['created']}/{s['expected']}"
+        + (f" (+{s['in_flight']} in flight)" if s["in_flight"] else "")
+        for kind, s in slots.items()
+    ]
+    return f"job {doc['status']}: " + ", ".join(parts)
+
+
+async def build(backend: Backend, say: Say) -> str:
+    """Declare the job and make the campaign, one ad set and its ad; return the job id."""
+    job = await backend.declare()
+    checks = ", ".join(f"{c['name']} {c['status']}" for c in job["verification"]["checks"])
+    say(f"  job        {job['job_id']} declared; verification: {checks}")
+    job_id = str(job["job_id"])
+    status, campaign = await backend.post(
         f"{ACCOUNT}/campaigns",
         {"name": "Demo 1-50-1", "objective": "OUTCOME_TRAFFIC", "special_ad_categories": "[]"},
+        job=job_id,
     )
     if status != 200:
-        raise RuntimeError(f"campaign create failed: {_describe(status, campaign)}")
-    say(f"  campaign   {campaign['id']}")
+        raise RuntimeError(f"campaign create failed: {campaign}")
     targeting = json.dumps({"geo_locations": {"countries": ["US"]}}, sort_keys=True)
-    _, adset = await _post(
-        http,
-        gw,
+    _, adset = await backend.post(
         f"{ACCOUNT}/adsets",
         {
             "name": "Demo ad set",
@@ -92,91 +135,120 @@ async def build(http: aiohttp.ClientSession, gw: GatewayHandle, say: Callable[[s
             "targeting": targeting,
             "daily_budget": "1000",
         },
+        job=job_id,
     )
-    _, creative = await _post(http, gw, f"{ACCOUNT}/adcreatives", {"name": "Demo creative"})
-    _, ad = await _post(
-        http,
-        gw,
+    _, creative = await backend.post(f"{ACCOUNT}/adcreatives", {"name": "Demo creative"})
+    _, ad = await backend.post(
         f"{ACCOUNT}/ads",
         {
             "name": "Demo ad",
             "adset_id": adset["id"],
             "creative": json.dumps({"creative_id": creative["id"]}),
         },
+        job=job_id,
     )
-    say(f"  ad set     {adset['id']} with ad {ad['id']}")
-    seen.ok = 4
-    for n in range(1, COPIES + 1):
-        status, body = await _post(
-            http, gw, f"{adset['id']}/copies", {"deep_copy": "true", "status_option": "PAUSED"}
+    say(f"  tree       campaign {campaign['id']}, ad set {adset['id']}, ad {ad['id']}")
+    return job_id
+
+
+async def copy_round(backend: Backend, job_id: str, source: str, copies: int, say: Say) -> None:
+    """Copy the ad set (with its ad) *copies* times, no retries, showing progress."""
+    before = Counter(backend.outcomes)
+    for n in range(1, copies + 1):
+        await backend.post(
+            f"{source}/copies", {"deep_copy": "true", "status_option": "PAUSED"}, job=job_id
         )
-        if status == 200:
-            seen.ok += 1
-        else:
-            seen.errors[_describe(status, body)] += 1
-        bar = "#" * (n * 30 // COPIES)
-        say(f"\r  copies     [{bar:<30}] {n}/{COPIES}  ok {seen.ok - 4}  failed {n - seen.ok + 4}")
+        seen = backend.outcomes - before
+        failed = sum(v for k, v in seen.items() if k != "200 ok")
+        bar = "#" * (n * 30 // copies)
+        say(f"\r    copies   [{bar:<30}] {n}/{copies}  ok {seen['200 ok']}  not ok {failed}")
     say("\n")
-    return seen
 
 
-async def summary(
-    gw: GatewayHandle, sim: SimHandle, seen: Seen, say: Callable[[str], None]
-) -> bool:
-    """Print what was seen, recorded and real; True when every Graph entity is on record."""
-    page = await gw.gateway.ledger.entities(EntityQuery(limit=1000))
-    rows: list[EntityRecord] = list(page.items)
-    states = Counter(r.state.value for r in rows)
-    truth = [o for o in await sim.objects(live=True) if o["account_id"] == ACCOUNT]
-    created_ids = {r.graph_id for r in rows if r.state is EntityState.CREATED}
-    untracked = [o for o in truth if o["id"] not in created_ids]
-    unknown_rows = [r for r in rows if r.state is EntityState.UNKNOWN]
-    by_type = Counter(o["type"] for o in truth)
-    say("Summary")
-    errors = ", ".join(f"{n} x {what}" for what, n in seen.errors.most_common()) or "none"
-    say(f"  the backend saw   {seen.ok} successes; errors: {errors}")
-    say(
-        "  the ledger holds  "
-        + ", ".join(f"{states.get(s.value, 0)} {s.value}" for s in EntityState)
-        + f" ({len(rows)} rows)"
-    )
-    say(
-        "  Graph holds       "
-        + ", ".join(f"{by_type[t]} {t}" for t in ("campaign", "adset", "ad", "adcreative"))
-    )
-    # An `unknown` copy row stands for the copy and its child: up to 2 entities each.
-    covered = len(untracked) <= 2 * len(unknown_rows)
-    if not untracked:
-        say("  on record         every entity on Graph has a `created` row")
-    else:
-        say(
-            f"  on record         {len(untracked)} entities on Graph are known to the ledger only "
-            f"through {len(unknown_rows)} `unknown` row(s): sent, with no answer that proves what "
-            "happened (lost answer, Graph code 1/2 or 5xx), so the gateway records them for "
-            "reconciliation instead of guessing" + ("" if covered else "  <-- NOT COVERED")
-        )
-    say(f"  admin API         {gw.admin_url}/admin/v1/entities?state=unknown")
-    return covered
-
-
-async def run_demo(
-    *, seed: int, database_url: str | None, say: Callable[[str], None], linger: float = 0.0
-) -> int:
-    """Run the demo; 0 when every entity that exists on Graph is on record in the ledger."""
+async def run_demo(*, seed: int, database_url: str | None, say: Say, linger: float = 0.0) -> int:
+    """Run the demo; 0 when Graph ends with exactly the job's entities, all on record."""
+    base = load_policy(None)
+    # Reconcile at once: the demo's simulator lists a new entity the moment it exists.
+    policy = replace(base, recovery=replace(base.recovery, give_up_seconds=0.001))
     with tempfile.TemporaryDirectory(prefix="graph-gateway-demo-") as tmp:
         url = database_url or f"sqlite:///{Path(tmp) / 'demo.db'}"
         async with (
             running_simulator({"seed": seed, "faults": DEMO_FAULTS}) as sim,
-            running_gateway(sim.url, url) as gw,
+            running_gateway(sim.url, url, policy=policy, recovery=False) as gw,
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
         ):
             faults = ", ".join(f["id"] for f in DEMO_FAULTS)
             say(f"Graph simulator  {sim.url}   (seed {seed}; faults: {faults})")
             say(f"Gateway          {gw.url}   admin {gw.admin_url}   ledger {url}")
             say("A backend with no retries builds 1 campaign + 50 ad sets + 50 ads (1-50-1):")
-            seen = await build(http, gw, say)
-            ok = await summary(gw, sim, seen, say)
+            backend = Backend(http, gw)
+            job_id = await build(backend, say)
+            source = next(
+                r.graph_id
+                for r in (await gw.gateway.ledger.entities(EntityQuery(job_id=job_id))).items
+                if r.entity_type == "adset" and r.graph_id
+            )
+            for round_no in range(1, ROUNDS + 1):
+                doc = await _progress(backend, job_id)
+                missing = doc["slots"]["adset"]["expected"] - doc["slots"]["adset"]["created"]
+                in_flight = doc["slots"]["adset"]["in_flight"]
+                if in_flight:
+                    report = await recover_once(gw.gateway)
+                    say(
+                        f"  reconcile  looked on Graph for {in_flight} unresolved create(s): "
+                        f"{report.adopted} found and adopted, {report.absent} not there (slots "
+                        "freed); nothing re-sent"
+                    )
+                    doc = await _progress(backend, job_id)
+                    missing = doc["slots"]["adset"]["expected"] - doc["slots"]["adset"]["created"]
+                say(f"  round {round_no}    {_progress_line(doc)}")
+                if doc["status"] == "completed" or missing == 0:
+                    break
+                say(f"    the backend re-drives the {missing} missing ad set(s)")
+                await copy_round(backend, job_id, str(source), missing, say)
+            ok = await summary(gw, sim, backend, job_id, say)
             if linger:
                 say(f"(serving for {linger:.0f} s more: try the admin API)")
                 await SystemClock().sleep(linger)
         return 0 if ok else 1
+
+
+async def summary(
+    gw: GatewayHandle, sim: SimHandle, backend: Backend, job_id: str, say: Say
+) -> bool:
+    """Print what was seen, recorded and real; True when Graph holds exactly the job."""
+    page = await gw.gateway.ledger.entities(EntityQuery(limit=1000))
+    states = Counter(r.state.value for r in page.items)
+    created_ids = {r.graph_id for r in page.items if r.state is EntityState.CREATED}
+    truth = [o for o in await sim.objects(live=True) if o["account_id"] == ACCOUNT]
+    by_type = Counter(o["type"] for o in truth)
+    untracked = [o["id"] for o in truth if o["id"] not in created_ids]
+    doc = await _progress(backend, job_id)
+    say("Summary")
+    seen = ", ".join(f"{n} x {what}" for what, n in backend.outcomes.most_common())
+    say(f"  the backend saw   {seen}")
+    say(
+        "  the ledger holds  "
+        + ", ".join(f"{states.get(s.value, 0)} {s.value}" for s in EntityState)
+        + f" ({sum(states.values())} rows)"
+    )
+    say(
+        "  Graph holds       "
+        + ", ".join(f"{by_type[t]} {t}" for t in ("campaign", "adset", "ad", "adcreative"))
+    )
+    say(f"  the job           {_progress_line(doc)}")
+    exact = by_type["campaign"] == 1 and by_type["adset"] == ADSETS and by_type["ad"] == ADSETS
+    say(
+        "  never more        "
+        + ("exactly 50 ad sets and 50 ads, as asked" if exact else "NOT the expected counts")
+    )
+    say(
+        "  nothing lost      "
+        + (
+            "every entity on Graph has a `created` row"
+            if not untracked
+            else f"NOT on record: {', '.join(untracked)}"
+        )
+    )
+    say(f"  admin API         {gw.admin_url}/admin/v1/jobs/{job_id}")
+    return exact and not untracked

@@ -257,7 +257,7 @@ async def _decide(
             await gw.jobs.resolve_slot(
                 row.job_id, slot_type, row.slot_no, graph_id=graph_id, now=at
             )
-            await _resolve_child_slots(gw, row, children, at)
+            await _resolve_child_slots(gw, row, slot_type, children, at)
 
 
 _CHILD_EDGES = {"campaign": ("adsets", "ads"), "adset": ("ads",), "ad": ()}
@@ -298,7 +298,7 @@ async def _copied_children(
 
 
 async def _resolve_child_slots(
-    gw: Gateway, row: EntityRecord, children: list[tuple[str, str]], at: datetime
+    gw: Gateway, row: EntityRecord, own_type: str, children: list[tuple[str, str]], at: datetime
 ) -> None:
     """The other slots the copy's request held (its children's) take the children found."""
     if row.job_id is None:
@@ -308,7 +308,7 @@ async def _resolve_child_slots(
         for s in await gw.jobs.slots(row.job_id)
         if s.request_id == row.request_id
         and s.state in (SlotState.UNKNOWN, SlotState.RESERVED)
-        and s.slot_no != row.slot_no
+        and (s.entity_type, s.slot_no) != (own_type, row.slot_no)
     ]
     by_type: dict[str, list[str]] = defaultdict(list)
     for kind, graph_id in children:
