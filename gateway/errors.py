@@ -10,11 +10,13 @@
     │   ├── JobNotFound / JobClosed               404 job_not_found / 409 job_closed
     │   ├── VerificationFailed                    422 verification_failed
     │   ├── IdempotencyMismatch                   422 idempotency_mismatch
-    │   └── RequestInProgress                     409 request_in_progress
+    │   ├── RequestInProgress                     409 request_in_progress
+    │   └── Throttled                             429 throttled (queue full / past deadline)
     ├── UpstreamError                             talking to Graph
     │   ├── UpstreamUnavailable                   502 upstream_unavailable (nothing was sent)
     │   ├── UpstreamTimeout(…, TimeoutError)      504 upstream_timeout (a read got no answer)
-    │   └── OutcomeUnknown                        504 outcome_unknown (a create got no answer)
+    │   ├── OutcomeUnknown                        504 outcome_unknown (a create got no answer)
+    │   └── CircuitOpenError                      503 circuit_open (nothing was sent)
     └── StoreError                                persistence
         ├── StoreUnavailable                      503 ledger_unavailable
         └── StoreConflict                         a unique constraint refused a row
@@ -151,6 +153,13 @@ class RequestInProgress(RequestRejected):
     reason = "request_in_progress"
 
 
+class Throttled(RequestRejected):
+    """The ad account's throttle queue is full, or its wait would pass the call's deadline;
+    `retry_after` is the wait still ahead."""
+
+    reason = "throttled"
+
+
 class UpstreamError(GatewayError):
     pass
 
@@ -171,6 +180,15 @@ class OutcomeUnknown(UpstreamError):
     """A create was sent and no answer came: it may or may not exist on Graph."""
 
     reason = "outcome_unknown"
+
+
+class CircuitOpenError(UpstreamError):
+    """A circuit breaker refused the call (Graph is failing); nothing was sent.
+
+    `retry_after` says when the breaker may let calls through again.
+    """
+
+    reason = "circuit_open"
 
 
 class StoreError(GatewayError):

@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.breaker import BreakerConfig
 from gateway.core.classify import DEFAULT_RULES, CreateRules
+from gateway.core.ratelimit import ThrottlePolicy
+from gateway.core.retry import ErrorRules, RetryPolicy
 from gateway.core.schema import build
 from gateway.core.verify import VerifyPolicy
 from gateway.errors import ConfigError
@@ -118,6 +121,10 @@ class PolicySet:
     idempotency: IdempotencyPolicy = field(default_factory=IdempotencyPolicy)
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
     caps: CapsPolicy = field(default_factory=CapsPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    errors: ErrorRules = field(default_factory=ErrorRules)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     # Every file's [[examples]], by file name, for the policy tests.
     examples: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
 
@@ -131,6 +138,10 @@ _TABLES: dict[str, type[Any]] = {
     "idempotency": IdempotencyPolicy,
     "recovery": RecoveryPolicy,
     "caps": CapsPolicy,
+    "retry": RetryPolicy,
+    "errors": ErrorRules,
+    "breaker": BreakerConfig,
+    "throttle": ThrottlePolicy,
 }
 _ENTITY_TYPES = frozenset({"campaign", "adset", "ad", "adcreative", "adimage", "advideo"})
 
@@ -181,6 +192,12 @@ def parse(documents: Mapping[str, Mapping[str, Any]]) -> PolicySet:
     if policy.recovery.in_flight_seconds <= deadline:
         problems.append(
             f"[recovery] in_flight_seconds must exceed [upstream] deadline_seconds ({deadline})"
+        )
+    if policy.breaker.probe_timeout_seconds <= policy.upstream.per_try_timeout_seconds:
+        problems.append(
+            "[breaker] probe_timeout_seconds must exceed [upstream] per_try_timeout_seconds "
+            f"({policy.upstream.per_try_timeout_seconds}): a probe still waiting for Graph "
+            "would be taken for lost"
         )
     if problems:
         raise ConfigError(problems)
@@ -239,6 +256,8 @@ def _check(table: str, value: Any) -> list[str]:
         problems.extend(
             f"{name}: must be >= 0 (0 = no cap)" for name, cap in vars(value).items() if cap < 0
         )
+    elif table == "throttle":
+        problems.extend(value.problems())
     elif table == "classification":
         problems.extend(
             f"edges.{edge}: one of {sorted(_ENTITY_TYPES)}"
@@ -247,4 +266,6 @@ def _check(table: str, value: Any) -> list[str]:
         )
         if not 1 <= value.batch_max_ops <= 50:
             problems.append("batch_max_ops: between 1 and Graph's limit of 50")
+    elif table in ("retry", "errors", "breaker"):  # tables that check themselves
+        problems.extend(value.problems())
     return problems

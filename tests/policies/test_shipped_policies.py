@@ -11,6 +11,7 @@ import pytest
 from gateway.app import bundled_policy_dir, load_policy
 from gateway.core.classify import Batch, Create, Invalid, Passthrough, RawRequest, classify
 from gateway.core.policy import parse
+from gateway.core.retry import ErrorClass, ErrorRules, RetryPolicy, classify_error
 from gateway.errors import ConfigError
 
 POLICY = load_policy(None)
@@ -25,7 +26,24 @@ def test_the_bundled_policies_are_found_and_parse() -> None:
     assert POLICY.classification.edges["adsets"] == "adset"
 
 
+def _error_outcome(example: dict[str, Any]) -> str:
+    """The class of a failed call described by status, code, subcode, is_transient, message
+    (which must never matter) and transport."""
+    keys = {"code": "code", "subcode": "error_subcode", "is_transient": "is_transient"}
+    error = {graph: example[key] for key, graph in keys.items() if key in example}
+    if "message" in example and "transport" not in example:
+        error["message"] = example["message"]
+    return classify_error(
+        POLICY.errors,
+        status=example.get("status"),
+        error=error or None,
+        transport=example.get("transport"),
+    ).value
+
+
 def _outcome(example: dict[str, Any]) -> str:
+    if example["expect"] in tuple(ErrorClass):
+        return _error_outcome(example)
     body = example.get("body", "").encode()
     if "body_batch_of" in example:
         ops = [{"method": "GET", "relative_url": "me"}] * example["body_batch_of"]
@@ -56,8 +74,24 @@ def _outcome(example: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(("file", "example"), EXAMPLES, ids=[e["name"] for _, e in EXAMPLES])
 def test_policy_example_holds(file: str, example: dict[str, Any]) -> None:
-    """The example's request is classified as the file says."""
+    """The example's request (or failed call) is classified as the file says."""
     assert _outcome(example) == example["expect"], f"{file}: {example['name']}"
+
+
+def test_the_shipped_retry_policy_is_the_built_in_default() -> None:
+    """A PolicySet built without files retries and classifies as the shipped retry.toml does."""
+    assert POLICY.retry == RetryPolicy()
+    assert POLICY.errors.compiled == ErrorRules().compiled
+    assert (POLICY.errors.default, POLICY.errors.default_server_error) == (
+        ErrorRules().default,
+        ErrorRules().default_server_error,
+    )
+
+
+def test_every_error_class_has_an_example() -> None:
+    """retry.toml shows each class at least once."""
+    expected = {e["expect"] for e in POLICY.examples["retry.toml"]}
+    assert expected == set(ErrorClass)
 
 
 def test_a_bad_policy_lists_every_problem() -> None:
@@ -67,6 +101,11 @@ def test_a_bad_policy_lists_every_problem() -> None:
         "b.toml": {"upstream": {"deadline_seconds": 1}},
         "c.toml": {"version": 1, "proxy": {"client_keepalive_seconds": 2, "backlog": 0}},
         "d.toml": {"version": 1, "classification": {"edges": {"x": "widget"}, "batch_max_ops": 80}},
+        "e.toml": {
+            "version": 1,
+            "retry": {"attempts": 0},
+            "errors": {"rules": [{"class": "retry", "codes": [4]}]},
+        },
     }
     with pytest.raises(ConfigError) as info:
         parse(docs)
@@ -80,5 +119,7 @@ def test_a_bad_policy_lists_every_problem() -> None:
         "backlog",
         "edges.x",
         "batch_max_ops",
+        "attempts: must be >= 1",
+        "rules[0].class",
     ):
         assert needle in text, needle
