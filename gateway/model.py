@@ -113,7 +113,6 @@ class EntityQuery:
 class EntityPage:
     items: tuple[EntityRecord, ...]
     next_before_id: int | None = None  # pass as before_id for the next page; None: last page
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- jobs, slots, verifications (DESIGN.md §3.1) -------------------------------------------

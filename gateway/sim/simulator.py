@@ -449,8 +449,8 @@ class Simulator:
                 }
                 for t in self.world.tokens.values()
             ],
-            "object_limits": _asdict(self.world.limits),
-            "rate_limits": _asdict(self.rates.limits),
+            "object_limits": asdict(self.world.limits),
+            "rate_limits": asdict(self.rates.limits),
             "usage": self.rates.snapshot(now=now),
             "faults": self.faults.snapshot(),
             "counts": self.world.live_counts(),
@@ -467,10 +467,6 @@ def _entry(status: int, body: Any, headers: Mapping[str, str]) -> dict[str, Any]
 
 def _header_list(headers: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in headers.items()]
-
-
-def _asdict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)
 
 
 def new_trace_id() -> str:

@@ -16,8 +16,7 @@ import json
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -33,6 +32,7 @@ from gateway.model import (
     Intent,
     Outcome,
 )
+from gateway.stores.closing import AsyncClosing
 from gateway.stores.migrate import Migration, apply_postgres
 from gateway.stores.postgres_base import canonical_json, translated, utc
 from gateway.stores.postgres_idempotency import PostgresIdempotency
@@ -79,24 +79,13 @@ def _record(row: Any) -> EntityRecord:
     )
 
 
-class PostgresLedger(PostgresJobs, PostgresIdempotency):
+class PostgresLedger(PostgresJobs, PostgresIdempotency, AsyncClosing):
     """The `Ledger`, `JobStore` and `IdempotencyStore` on PostgreSQL; open it with
     `open_postgres_ledger`."""
 
     def __init__(self, pool: Any) -> None:
         super().__init__(pool)
         self._key: bytes | None = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def write_intents(self, intents: Sequence[Intent], *, now: datetime) -> list[int]:
         if not intents:

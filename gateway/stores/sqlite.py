@@ -18,8 +18,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
@@ -34,6 +33,7 @@ from gateway.model import (
     Intent,
     Outcome,
 )
+from gateway.stores.closing import AsyncClosing
 from gateway.stores.migrate import Migration, apply_sqlite
 from gateway.stores.sqlite_base import canonical_json, instant, timestamp
 from gateway.stores.sqlite_idempotency import SqliteIdempotency
@@ -106,7 +106,7 @@ def _placeholders(rows: int, columns: int) -> str:
     return ", ".join([one] * rows)
 
 
-class SqliteLedger(SqliteJobs, SqliteIdempotency):
+class SqliteLedger(SqliteJobs, SqliteIdempotency, AsyncClosing):
     """The `Ledger`, `JobStore` and `IdempotencyStore` on one SQLite file; open it with
     `open_sqlite_ledger`."""
 
@@ -120,17 +120,6 @@ class SqliteLedger(SqliteJobs, SqliteIdempotency):
     def stats(self) -> WriterStats:
         """Write calls and group commits so far (group commit at work: commits < calls)."""
         return self._writer.stats
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------------ Ledger: writes
 
