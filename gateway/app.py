@@ -20,6 +20,9 @@ from aiohttp import web
 
 from gateway import jobs, logs
 from gateway.admin import create_admin_app
+from gateway.attempt import BreakerWatch
+from gateway.breaker import BreakerRegistry
+from gateway.budget import RetryBudget
 from gateway.clock import Clock, SystemClock
 from gateway.context import GATEWAY, Gateway
 from gateway.core import policy as policy_core
@@ -28,6 +31,7 @@ from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.ports import Ledger
 from gateway.proxy import handle, open_proxy_guard
+from gateway.ratequeue import ThrottleGate
 from gateway.recovery import recovery_worker
 from gateway.settings import Settings, load_settings
 from gateway.stores import open_ledger
@@ -85,6 +89,8 @@ async def open_gateway(
         stack.push_async_callback(session.close)
         clock = clock or SystemClock()
         timeout = timeout_for(policy.upstream)
+        metrics = Metrics()
+        breakers = BreakerRegistry(policy.breaker, clock=clock, listeners=[BreakerWatch(metrics)])
         gw = Gateway(
             settings=settings,
             policy=policy,
@@ -93,7 +99,10 @@ async def open_gateway(
             idempotency=ledger,  # type: ignore[arg-type]  # both stores implement every port
             session=session,
             verifier=Verifier(session, settings.upstream, policy.verification, clock, timeout),
-            metrics=Metrics(),
+            metrics=metrics,
+            gate=ThrottleGate(policy.throttle, clock),
+            breakers=breakers,
+            budget=RetryBudget(policy.retry, clock),
             clock=clock,
             token_key=await ledger.token_key(),
             rules=policy.classification.rules(),

@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from gateway.breaker import BreakerRegistry
+from gateway.budget import RetryBudget
 from gateway.clock import Clock
 from gateway.core.classify import CreateRules
 from gateway.core.policy import PolicySet
 from gateway.metrics import Metrics
 from gateway.ports import IdempotencyStore, JobStore, Ledger
+from gateway.ratequeue import ThrottleGate
 from gateway.settings import Settings
 from gateway.verification import Verifier
 
@@ -37,6 +40,9 @@ class Gateway:
     rules: CreateRules
     timeout: aiohttp.ClientTimeout
     verifier: Verifier
+    gate: ThrottleGate
+    breakers: BreakerRegistry
+    budget: RetryBudget
     started_at: float = 0.0  # POSIX seconds when this process opened the gateway
     tokens: OrderedDict[str, str] = field(default_factory=OrderedDict)
 

@@ -161,7 +161,9 @@ class Throttled(RequestRejected):
 
 
 class UpstreamError(GatewayError):
-    pass
+    # The transport failure behind it, as gateway.core.retry.Transport names it (connect,
+    # timeout, reset), when there was one; None when Graph's answer itself is the error.
+    transport: str | None = None
 
 
 class UpstreamUnavailable(UpstreamError):

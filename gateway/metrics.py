@@ -100,9 +100,68 @@ class Metrics:
         )
         self.reconciliations = Counter(
             "gateway_reconciliations_total",
-            "Unresolved creates the recovery worker decided: adopted (found on Graph) or "
-            "absent (not there: failed, slot freed).",
-            ["result"],
+            "Creates with an unknown outcome looked up on Graph, by where (inline: in the "
+            "request, which re-sends an absent one into the same slot; worker: the recovery "
+            "worker) and result (adopted, absent, undecided, orphaned_slot, failed).",
+            ["where", "result"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "gateway_upstream_attempts_total",
+            "Tries sent to Graph, by kind; compare with gateway_requests_total (logical "
+            "requests) for the amplification retries cause.",
+            ["kind"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "gateway_retries_total",
+            "Tries that repeated an earlier one, by reason (transient, connect, timeout, reset, "
+            "read_after_write, not_sent, reconciled_absent).",
+            ["reason"],
+            registry=r,
+        )
+        self.retries_refused = Counter(
+            "gateway_retries_refused_total",
+            "Retries not made, by why: budget (the retry budget was exhausted) or "
+            "attempts_or_deadline (attempts used up or no time left).",
+            ["why"],
+            registry=r,
+        )
+        self.throttles = Counter(
+            "gateway_throttles_total",
+            "Throttle answers from Graph that closed a gate, by lane (account or app).",
+            ["lane"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "gateway_throttle_queue_wait_seconds",
+            "Time calls waited at the throttle gate before going to Graph, by lane.",
+            ["lane"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gateway_throttle_queue_depth",
+            "Calls waiting at the throttle gate now, by lane (account or app).",
+            ["lane"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "gateway_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced-open, 4 disabled.",
+            ["name"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "gateway_breaker_transitions_total",
+            "Circuit breaker state changes made by this process, by breaker and new state.",
+            ["name", "to"],
+            registry=r,
+        )
+        self.breaker_rejections = Counter(
+            "gateway_breaker_rejections_total",
+            "Calls an open (or half-open, full) circuit refused without sending, by breaker.",
+            ["name"],
             registry=r,
         )
         self.in_flight = Gauge(

@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import logs
+from gateway.attempt import BUFFER_LIMIT, Reply, Tally, may_retry, throttle_absorbable, try_once
 from gateway.context import GATEWAY, Gateway
 from gateway.core.classify import (
     Batch,
@@ -30,10 +31,18 @@ from gateway.core.classify import (
     request_params,
 )
 from gateway.core.idempotency import fingerprint, parse_key
+from gateway.core.retry import ErrorClass
 from gateway.engine import Body, CreateCall, run_create
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.errors import (
+    BadRequest,
+    CircuitOpenError,
+    GatewayError,
+    PayloadTooLarge,
+    UpstreamError,
+)
 from gateway.idempotent import run_once
 from gateway.jobs import JOBS_PATH, MAX_EXPECTED
+from gateway.model import EntityState
 from gateway.upstream import forward_headers, map_errors, response_headers
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
@@ -43,8 +52,8 @@ SLOT_HEADER = "X-Gateway-Slot"
 _JOB_ID = re.compile(r"^job_[0-9a-f]{20}$")
 RESERVED_PREFIX = "/_gateway/"
 _VERSION = re.compile(r"^/(v\d+\.\d+)(?:/|$)")
-# Answers up to this size are read whole and sent in one write; larger ones are streamed.
-_BUFFER_LIMIT = 256 * 1024
+_ACCOUNT = re.compile(r"^/(?:v\d+\.\d+/)?(act_\d+)(?:/|$)")
+_SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 _STREAM_CHUNK = 64 * 1024
 
 
@@ -183,7 +192,11 @@ async def _dispatch(
                 return (await run_create(gw, call)).response, kind
             return await _run_with_key(gw, call, key, body), kind
     if body is None and request.body_exists:
-        body = _stream_body(request, proxy.max_upload_bytes)
+        length = request.content_length
+        if length is not None and length <= BUFFER_LIMIT:
+            body = await _read_body(request, proxy.max_body_bytes)  # small: can go again
+        else:
+            body = _stream_body(request, proxy.max_upload_bytes)
     return await _pass_through(gw, request, request_id, url, headers, body), "passthrough"
 
 
@@ -239,6 +252,33 @@ def _raw(request: web.Request, ctype: str, body: bytes | None) -> RawRequest:
     )
 
 
+def path_account(path: str) -> str | None:
+    """The ad account a call's path names (`/v25.0/act_123/...`), for its throttle gate."""
+    found = _ACCOUNT.match(path)
+    return found.group(1) if found else None
+
+
+async def _read_after_write(gw: Gateway, request: web.Request, reply: Reply) -> bool:
+    """A read of an entity the gateway created moments ago that Graph says does not exist
+    (100/33): Graph's replicas lag behind its writes, so it is worth asking again."""
+    error = reply.error or {}
+    if (error.get("code"), error.get("error_subcode")) != (100, 33):
+        return False
+    segments = [p for p in request.path.split("/") if p]
+    if segments and _VERSION.match("/" + segments[0]):
+        segments = segments[1:]
+    if not segments:
+        return False
+    try:
+        record = await gw.ledger.find_by_graph_id(segments[0])
+    except GatewayError:
+        return False
+    if record is None or record.state is not EntityState.CREATED:
+        return False
+    age = gw.clock.now() - record.updated_at.timestamp()
+    return age <= gw.policy.retry.read_after_write_seconds
+
+
 async def _pass_through(
     gw: Gateway,
     request: web.Request,
@@ -247,33 +287,71 @@ async def _pass_through(
     headers: CIMultiDict[str],
     body: Body | None,
 ) -> web.StreamResponse:
-    data: Any = body() if callable(body) else body
-    started = gw.clock.monotonic()
-    # Only GET, HEAD and OPTIONS change nothing; any other call that loses its answer is
-    # reported as "may have happened" (upstream_unavailable), never as not sent.
-    with map_errors(create=False):
-        async with gw.session.request(
-            request.method,
-            url,
-            headers=headers,
-            data=data,
-            allow_redirects=False,
-            timeout=gw.timeout,
-        ) as upstream:
-            gw.metrics.upstream_latency.labels("passthrough").observe(
-                gw.clock.monotonic() - started
+    """Forward as is. Safe reads are retried on transient failures (within the attempts, the
+    deadline and the retry budget); any call Graph throttled is held at the gate and sent
+    again, when its body can be sent again. Other failures come back as Graph gave them."""
+    tally = Tally.start(gw)
+    await gw.budget.request()
+    safe = request.method in _SAFE_METHODS
+    resendable = not callable(body)
+    account = path_account(request.path)
+    while True:
+        data: Any = body() if callable(body) else body
+        try:
+            reply = await try_once(
+                gw,
+                tally,
+                method=request.method,
+                url=url,
+                headers=headers,
+                data=data,
+                account=account,
+                create=False,
+                kind="passthrough",
+                stream=True,
             )
-            out_headers = response_headers(upstream.headers)
-            out_headers[REQUEST_ID_HEADER] = request_id
-            length = upstream.content_length
-            if length is not None and length <= _BUFFER_LIMIT:
-                raw = await upstream.read()
-                return web.Response(status=upstream.status, body=raw, headers=out_headers)
-            response = web.StreamResponse(status=upstream.status, headers=out_headers)
-            if length is not None:
-                response.content_length = length
-            await response.prepare(request)
+        except UpstreamError as exc:
+            # Only GET, HEAD and OPTIONS change nothing; any other call that loses its answer
+            # is reported as "may have happened" (upstream_unavailable), never re-sent.
+            transport = exc.transport
+            if transport is None or isinstance(exc, CircuitOpenError):
+                raise
+            retriable = (safe or transport == "connect") and resendable
+            if retriable and await may_retry(gw, tally, transport):
+                continue
+            raise
+        if reply.body is not None:
+            if resendable and throttle_absorbable(reply, tally):
+                continue
+            reason = None
+            if safe and reply.error_class is ErrorClass.TRANSIENT:
+                reason = "transient"
+            elif safe and await _read_after_write(gw, request, reply):
+                reason = "read_after_write"
+            if reason is not None and await may_retry(gw, tally, reason):
+                continue
+        return await _answer(request, request_id, reply, tally)
+
+
+async def _answer(
+    request: web.Request, request_id: str, reply: Reply, tally: Tally
+) -> web.StreamResponse:
+    out_headers = response_headers(reply.headers)
+    out_headers[REQUEST_ID_HEADER] = request_id
+    out_headers.update(tally.headers())
+    if reply.body is not None:
+        return web.Response(status=reply.status, body=reply.body, headers=out_headers)
+    upstream = reply.response
+    assert upstream is not None  # noqa: S101  # try_once leaves a large success open
+    try:
+        response = web.StreamResponse(status=upstream.status, headers=out_headers)
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        with map_errors(create=False):
             async for chunk in upstream.content.iter_chunked(_STREAM_CHUNK):
                 await response.write(chunk)
-            await response.write_eof()
-            return response
+        await response.write_eof()
+        return response
+    finally:
+        upstream.release()

@@ -170,6 +170,13 @@ class ThrottleGate:
         await self._update(keys, fn)
         return waits[0]
 
+    def depths(self) -> dict[str, int]:
+        """Calls waiting now, by lane: "account" (every ad account's queue) and "app"."""
+        out = {"account": 0, "app": 0}
+        for key, lane in self._lanes.items():
+            out["app" if key == APP else "account"] += len(lane.queue)
+        return out
+
     async def snapshot(self) -> dict[str, Any]:
         """Per ad account: its gates, the wait ahead, queued and in-flight calls; "app" alike."""
         now = self._clock.now()

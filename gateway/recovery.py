@@ -188,7 +188,7 @@ async def _free_orphaned_slots(gw: Gateway, report: RecoveryReport) -> None:
             slot.job_id, slot.entity_type, slot.slot_no, graph_id=None, now=at
         )
         report.absent += 1
-        gw.metrics.reconciliations.labels("orphaned_slot").inc()
+        gw.metrics.reconciliations.labels("worker", "orphaned_slot").inc()
 
 
 async def _decide(
@@ -248,7 +248,7 @@ async def _decide(
             report.waiting += 1
             continue
         await gw.ledger.settle([outcome], now=at)
-        gw.metrics.reconciliations.labels("adopted" if graph_id else "absent").inc()
+        gw.metrics.reconciliations.labels("worker", "adopted" if graph_id else "absent").inc()
         children: list[tuple[str, str]] = []
         if source is not None and graph_id is not None:
             children = await _copied_children(gw, row, source.entity_type, graph_id, at)

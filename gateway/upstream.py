@@ -7,6 +7,8 @@ No aiohttp client exception leaves this module: `map_errors()` turns them into
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,7 +16,13 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.core.policy import ProxyPolicy, UpstreamPolicy
-from gateway.errors import GatewayError, OutcomeUnknown, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    GatewayError,
+    OutcomeUnknown,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what aiohttp sets itself for each side.
 HOP_BY_HOP = frozenset(
@@ -87,30 +95,76 @@ def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
 
+def _tagged(exc: UpstreamError, transport: str) -> UpstreamError:
+    exc.transport = transport
+    return exc
+
+
 @contextmanager
 def map_errors(*, create: bool) -> Iterator[None]:
     """Translate aiohttp client failures; *create* says whether an unanswered request may have
-    created something (then it is `OutcomeUnknown`, never retried blindly)."""
+    created something (then it is `OutcomeUnknown`, never retried blindly). Each error carries
+    its `transport` (connect, timeout, reset) for the retry classification."""
     try:
         yield
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnavailable(f"Graph could not be reached: {exc.strerror or exc}") from exc
+        raise _tagged(
+            UpstreamUnavailable(f"Graph could not be reached: {exc.strerror or exc}"), "connect"
+        ) from exc
     except aiohttp.ConnectionTimeoutError as exc:
-        raise UpstreamUnavailable("Graph could not be reached in time (connect)") from exc
+        raise _tagged(
+            UpstreamUnavailable("Graph could not be reached in time (connect)"), "connect"
+        ) from exc
     except TimeoutError as exc:
         if create:
-            raise OutcomeUnknown(
-                "Graph did not answer in time; the create may or may not have happened"
+            raise _tagged(
+                OutcomeUnknown(
+                    "Graph did not answer in time; the create may or may not have happened"
+                ),
+                "timeout",
             ) from exc
-        raise UpstreamTimeout("Graph did not answer in time") from exc
+        raise _tagged(UpstreamTimeout("Graph did not answer in time"), "timeout") from exc
     except aiohttp.ClientError as exc:
         # aiohttp wraps an error raised by the request body (an upload past its limit) in a
         # connection error: that one is the caller's, and nothing whole was sent.
         if isinstance(exc.__cause__, GatewayError):
             raise exc.__cause__ from exc
         if create:
-            raise OutcomeUnknown(
-                "The connection to Graph was lost before its answer; the create may or may not "
-                "have happened"
+            raise _tagged(
+                OutcomeUnknown(
+                    "The connection to Graph was lost before its answer; the create may or may "
+                    "not have happened"
+                ),
+                "reset",
             ) from exc
-        raise UpstreamUnavailable("The connection to Graph was lost before its answer") from exc
+        raise _tagged(
+            UpstreamUnavailable("The connection to Graph was lost before its answer"), "reset"
+        ) from exc
+
+
+_DECODABLE = ("gzip", "deflate")
+
+
+def accept_encoding(client_value: str | None) -> str:
+    """What the gateway asks Graph for when it must read the answer: only codings it can read."""
+    offered = {p.split(";")[0].strip().lower() for p in (client_value or "").split(",")}
+    usable = [c for c in _DECODABLE if c in offered]
+    return ", ".join(usable) if usable else "identity"
+
+
+def decode_body(raw: bytes, coding: str | None) -> bytes:
+    """*raw* with its Content-Encoding undone (gzip, deflate); b"" if it cannot be."""
+    coding = (coding or "identity").strip().lower()
+    try:
+        if coding == "gzip":
+            return gzip.decompress(raw)
+        if coding == "deflate":
+            try:
+                return zlib.decompress(raw)
+            except zlib.error:
+                return zlib.decompress(raw, -zlib.MAX_WBITS)
+        if coding not in ("identity", ""):
+            return b""  # a coding the gateway cannot read (br, zstd): no body to judge
+    except (OSError, EOFError, zlib.error):
+        return b""
+    return raw

@@ -265,6 +265,9 @@ class RetryPolicy:
     # ...or below this many per second of the window, whichever allows more, so that a
     # quiet gateway can still retry.
     budget_min_retries_per_second: float = 1.0
+    # A read of an entity created this recently that Graph says does not exist (100/33) is
+    # asked again: Graph's read replicas lag behind its writes.
+    read_after_write_seconds: float = 30.0
 
     def problems(self) -> list[str]:
         problems: list[str] = []
@@ -280,6 +283,8 @@ class RetryPolicy:
             problems.append("budget_window_seconds: must be >= 1")
         if self.budget_min_retries_per_second < 0:
             problems.append("budget_min_retries_per_second: must be >= 0")
+        if self.read_after_write_seconds < 0:
+            problems.append("read_after_write_seconds: must be >= 0")
         return problems
 
 
