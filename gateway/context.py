@@ -45,6 +45,8 @@ class Gateway:
     budget: RetryBudget
     started_at: float = 0.0  # POSIX seconds when this process opened the gateway
     tokens: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    # Ledger rows a request of this process is reconciling (the recovery worker leaves them).
+    reconciling: set[int] = field(default_factory=set)
 
     def remember_token(self, caller: str, token: str) -> None:
         """Keep a caller's token in memory only, for reconciliation reads on its behalf."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,24 +20,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import logs
+from gateway import logs, lookup
 from gateway.context import Gateway
-from gateway.core.reconcile import Absent, Adopt, Candidate, Pending, match
+from gateway.core.reconcile import Absent, Adopt, match
 from gateway.errors import GatewayError
 from gateway.model import (
     Discovered,
-    EntityQuery,
     EntityRecord,
     EntityState,
     Outcome,
     SlotState,
 )
-from gateway.upstream import map_errors
-
-# Where each type's entities are listed, by the kind of parent its row records.
-_EDGE = {"campaign": "campaigns", "adset": "adsets", "ad": "ads", "adcreative": "adcreatives"}
-_SOURCE_FIELD = {"campaign": "source_campaign_id", "adset": "source_adset_id", "ad": "source_ad_id"}
-_PAGES = 20  # at most this many pages of children per parent and round
 
 
 @dataclass
@@ -50,83 +42,6 @@ class RecoveryReport:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def _ts(raw: Any) -> float | None:
-    try:
-        return datetime.strptime(str(raw), "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except ValueError:
-        return None
-
-
-async def _unresolved(gw: Gateway) -> list[EntityRecord]:
-    rows: list[EntityRecord] = []
-    for state in (EntityState.SENDING, EntityState.UNKNOWN):
-        before = None
-        while True:
-            page = await gw.ledger.entities(EntityQuery(state=state, before_id=before, limit=500))
-            rows.extend(page.items)
-            if page.next_before_id is None:
-                break
-            before = page.next_before_id
-    return rows
-
-
-async def _children(
-    gw: Gateway, token: str, path: str, fields: str, name: str | None
-) -> list[dict[str, Any]]:
-    params: dict[str, str] = {"fields": fields, "limit": "500", "access_token": token}
-    if name is not None:
-        params["filtering"] = json.dumps([{"field": "name", "operator": "EQUAL", "value": name}])
-    out: list[dict[str, Any]] = []
-    for _ in range(_PAGES):
-        with map_errors(create=False):
-            async with gw.session.get(
-                f"{gw.settings.upstream}/{path}", params=params, timeout=gw.timeout
-            ) as resp:
-                raw = await resp.read()
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            doc = None
-        if resp.status != 200 or not isinstance(doc, dict):
-            raise GatewayError(f"Graph answered {resp.status} listing {path}")
-        out.extend(d for d in doc.get("data", []) if isinstance(d, dict))
-        after = (doc.get("paging") or {}).get("cursors", {}).get("after")
-        if not after or "next" not in (doc.get("paging") or {}):
-            break
-        params["after"] = after
-    return out
-
-
-async def _group_key(gw: Gateway, row: EntityRecord) -> tuple[str, str, str | None] | None:
-    """(list path, fields, name filter) where the row's entity would appear, or None."""
-    if row.entity_type == "copy":
-        source = await gw.ledger.find_by_graph_id(row.parent_id or "")
-        if source is None or source.entity_type not in _SOURCE_FIELD:
-            return None
-        landing = source.parent_id if source.entity_type != "campaign" else source.account_id
-        if not landing:
-            return None
-        fields = f"id,name,created_time,{_SOURCE_FIELD[source.entity_type]}"
-        return f"{landing}/{_EDGE[source.entity_type]}", fields, None
-    if row.entity_type not in _EDGE:
-        return None  # images and videos carry no name to look for
-    parent = row.account_id if row.entity_type in ("campaign", "adcreative") else row.parent_id
-    if parent and parent.startswith("{op="):
-        parent = await _sibling_id(gw, row, parent)
-    if not parent or parent.startswith("{"):
-        return None
-    return f"{parent}/{_EDGE[row.entity_type]}", "id,name,created_time", row.name or ""
-
-
-async def _sibling_id(gw: Gateway, row: EntityRecord, reference: str) -> str | None:
-    """The Graph id of the batch op `{op=N}` of the row's own request, once it is known."""
-    index = reference.removeprefix("{op=").removesuffix("}")
-    for sibling in await gw.ledger.request_entities(row.request_id):
-        if str(sibling.op_index) == index and sibling.state is EntityState.CREATED:
-            return sibling.graph_id
-    return None
-
-
 async def recover_once(gw: Gateway) -> RecoveryReport:
     """One pass over every unresolved row."""
     report = RecoveryReport()
@@ -134,8 +49,8 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
     policy = gw.policy.recovery
     groups: dict[tuple[str, str, str | None, str], list[EntityRecord]] = defaultdict(list)
     busy: set[tuple[str, str, str | None, str]] = set()
-    for row in await _unresolved(gw):
-        key = await _group_key(gw, row)
+    for row in await lookup.unresolved(gw):
+        key = await lookup.group_key(gw, row)
         if key is None:
             report.skipped["not_listable"] = report.skipped.get("not_listable", 0) + 1
             continue
@@ -143,10 +58,12 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
         created = row.created_at.timestamp()
         # With one process (SQLite), what was sent before it started is nobody's any more.
         orphaned = gw.single_process and created < gw.started_at
-        in_flight = (
+        # A row sent lately may still be in flight, and one its request is reconciling (it
+        # may send it again) is that request's: leave the whole group alone this round.
+        in_flight = row.id in gw.reconciling or (
             row.state is EntityState.SENDING
             and not orphaned
-            and now - created < policy.in_flight_seconds
+            and now - row.updated_at.timestamp() < policy.in_flight_seconds
         )
         if in_flight:
             busy.add(full_key)  # a sibling may still be answered: decide the group later
@@ -160,7 +77,7 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
             report.skipped["no_token"] = report.skipped.get("no_token", 0) + len(rows)
             continue
         try:
-            listed = await _children(gw, token, path, fields, name)
+            listed = await lookup.children(gw, token, path, fields, name)
         except GatewayError as exc:
             logs.event("recovery_lookup_failed", path=path, error=exc.message, level=30)
             report.waiting += len(rows)
@@ -199,24 +116,8 @@ async def _decide(
     report: RecoveryReport,
 ) -> None:
     policy = gw.policy.recovery
-    source_field = next((f for f in _SOURCE_FIELD.values() if any(f in d for d in listed)), None)
-    candidates = []
-    for item in listed:
-        created = _ts(item.get("created_time"))
-        key = str(item.get(source_field) if source_field else item.get("name"))
-        if created is not None and item.get("id"):
-            candidates.append(Candidate(str(item["id"]), key, created))
-    known = {
-        c.graph_id for c in candidates if await gw.ledger.find_by_graph_id(c.graph_id) is not None
-    }
-    pending = [
-        Pending(
-            r.id,
-            (r.parent_id if r.entity_type == "copy" else r.name) or "",
-            r.created_at.timestamp(),
-        )
-        for r in rows
-    ]
+    candidates, known = await lookup.candidates(gw, listed)
+    pending = lookup.pending_of(rows)
     decisions = match(
         pending,
         candidates,
@@ -260,9 +161,6 @@ async def _decide(
             await _resolve_child_slots(gw, row, slot_type, children, at)
 
 
-_CHILD_EDGES = {"campaign": ("adsets", "ads"), "adset": ("ads",), "ad": ()}
-
-
 async def _copied_children(
     gw: Gateway, row: EntityRecord, source_type: str, copy_id: str, at: datetime
 ) -> list[tuple[str, str]]:
@@ -272,9 +170,9 @@ async def _copied_children(
     found: list[tuple[str, str]] = []
     if token is None:
         return found
-    for edge in _CHILD_EDGES.get(source_type, ()):
+    for edge in lookup.CHILD_EDGES.get(source_type, ()):
         try:
-            items = await _children(gw, token, f"{copy_id}/{edge}", "id", None)
+            items = await lookup.children(gw, token, f"{copy_id}/{edge}", "id", None)
         except GatewayError:
             continue
         kind = "adset" if edge == "adsets" else "ad"

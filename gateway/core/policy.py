@@ -100,6 +100,9 @@ class RecoveryPolicy:
     # An `unknown` row Graph still shows no entity for after this long is `failed`: the
     # create did not happen, and its slot is free again.
     give_up_seconds: float = 600.0
+    # Graph may list a fresh entity this late: a create that got no answer is called absent
+    # (and sent again, into the same slot) only once its attempt is this old.
+    listing_lag_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
