@@ -70,7 +70,13 @@ async def children(
     params: dict[str, str] = {"fields": fields, "limit": "500", "access_token": token}
     if name is not None:
         params["filtering"] = json.dumps([{"field": "name", "operator": "EQUAL", "value": name}])
-    tally = tally or Tally.start(gw)
+    # The look-up's tries are its own (they are not tries of the create it serves), inside the
+    # same deadline.
+    tally = (
+        Tally(tally.started, tally.gate_deadline, queued_ms=tally.queued_ms)
+        if tally is not None
+        else Tally.start(gw)
+    )
     out: list[dict[str, Any]] = []
     pages = 0
     while pages < _PAGES:

@@ -32,7 +32,7 @@ from gateway.core.classify import (
 )
 from gateway.core.idempotency import fingerprint, parse_key
 from gateway.core.retry import ErrorClass
-from gateway.engine import Body, CreateCall, run_create
+from gateway.engine import run_create
 from gateway.errors import (
     BadRequest,
     CircuitOpenError,
@@ -43,6 +43,7 @@ from gateway.errors import (
 from gateway.idempotent import run_once
 from gateway.jobs import JOBS_PATH, MAX_EXPECTED
 from gateway.model import EntityState
+from gateway.settle import Body, CreateCall
 from gateway.upstream import forward_headers, map_errors, response_headers
 
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"

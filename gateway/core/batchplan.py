@@ -8,10 +8,11 @@ caller's own encoding, and the answer comes back whole, in the caller's order.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -80,3 +81,56 @@ def own_entry(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) 
         "headers": [{"name": k, "value": v} for k, v in headers.items()],
         "body": json.dumps(body, separators=(",", ":")),
     }
+
+
+_REFERENCE = re.compile(r"\{result=([^:{}]+):\$\.id\}")
+
+
+def _substitute(text: str, ids: Mapping[str, str]) -> str:
+    """*text* with every `{result=NAME:$.id}` of a known NAME (raw or percent-encoded)
+    replaced by its id."""
+    decoded_refs = text
+    if "%7B" in text.upper():
+        for name, graph_id in ids.items():
+            ref = "{result=" + name + ":$.id}"
+            for encoded in {quote(ref, safe=""), quote(ref, safe="").lower()}:
+                decoded_refs = decoded_refs.replace(encoded, graph_id)
+    return _REFERENCE.sub(lambda m: ids.get(m.group(1), m.group(0)), decoded_refs)
+
+
+def resend(body: BatchBody, indexes: Sequence[int], ids: Mapping[str, str]) -> BatchBody | None:
+    """A batch of only the ops at *indexes* (in order), for sending them again.
+
+    *ids* maps the `name` of each op already created to its id: a reference to it
+    (`{result=NAME:$.id}`) becomes that id and a `depends_on` it is dropped. None when an op
+    depends on an op that is neither created nor sent again (or on a field other than the
+    id): that op cannot go alone.
+    """
+    names_sent = {
+        str(body.ops[i]["name"])
+        for i in indexes
+        if isinstance(body.ops[i], dict) and body.ops[i].get("name")
+    }
+    ops: list[Any] = []
+    for i in indexes:
+        op = body.ops[i]
+        if not isinstance(op, dict):
+            return None
+        out = dict(op)
+        for field in ("relative_url", "body"):
+            value = out.get(field)
+            if isinstance(value, str):
+                out[field] = _substitute(value, ids)
+                # Any reference left must be to an op sent along (other JSONPaths cannot be
+                # resolved from an earlier answer here).
+                text = unquote(out[field])
+                refs = _REFERENCE.findall(text)
+                if text.count("{result=") != len(refs) or set(refs) - names_sent:
+                    return None
+        depends = out.get("depends_on")
+        if isinstance(depends, str) and depends in ids:
+            del out["depends_on"]
+        elif isinstance(depends, str) and depends not in names_sent:
+            return None
+        ops.append(out)
+    return BatchBody(dict(body.params), ops, body.batch_was_string)

@@ -268,6 +268,10 @@ class RetryPolicy:
     # A read of an entity created this recently that Graph says does not exist (100/33) is
     # asked again: Graph's read replicas lag behind its writes.
     read_after_write_seconds: float = 30.0
+    # A create whose outcome is unknown is looked up on Graph within the request, and sent
+    # again (same slot) when Graph shows it did not happen. Off: the caller gets 504
+    # outcome_unknown at once and only the recovery worker resolves it.
+    reconcile_creates: bool = True
 
     def problems(self) -> list[str]:
         problems: list[str] = []

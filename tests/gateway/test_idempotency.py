@@ -196,6 +196,8 @@ class TestConcurrency:
         """wait_seconds 0.3, the first stalled 1.5 s on Graph: the duplicate gets 409
         request_in_progress with Retry-After; the first completes; one create."""
         await graph_sim.add_fault(kind="latency", op="create:campaign", latency_ms=1500, times=1)
+        # Graph cannot list campaigns either: looking cannot tell, the outcome stays unknown.
+        await graph_sim.add_fault(kind="error", op="list", times=100)
         policy = policy_with(idempotency={"wait_seconds": 0.3})
         async with running_gateway(graph_sim.url, sqlite_url, policy=policy) as gw:
             answers = await asyncio.gather(*(campaign(http, gw, "slow") for _ in range(2)))
@@ -271,6 +273,8 @@ class TestRelease:
         """Graph committed and dropped the connection: 504 outcome_unknown; a retry with the
         key inside the lease waits, then gets 409 request_in_progress; one create on Graph."""
         await graph_sim.add_fault(kind="drop_after_commit", op="create:campaign", times=1)
+        # Graph cannot list campaigns either: looking cannot tell, the outcome stays unknown.
+        await graph_sim.add_fault(kind="error", op="list", times=100)
         policy = policy_with(idempotency={"wait_seconds": 0.3})
         async with running_gateway(graph_sim.url, sqlite_url, policy=policy) as gw:
             lost = await campaign(http, gw, "dropped")
@@ -287,6 +291,8 @@ class TestRelease:
         """Lease 0.2 s, wait 2 s: the retry outlives the first request's lease, finds its row
         still unknown and answers 504 outcome_unknown; Graph sees one create."""
         await graph_sim.add_fault(kind="drop_after_commit", op="create:campaign", times=1)
+        # Graph cannot list campaigns either: looking cannot tell, the outcome stays unknown.
+        await graph_sim.add_fault(kind="error", op="list", times=100)
         policy = policy_with(idempotency={"wait_seconds": 2.0, "lease_seconds": 0.2})
         async with running_gateway(graph_sim.url, sqlite_url, policy=policy, recovery=False) as gw:
             lost = await campaign(http, gw, "expired")

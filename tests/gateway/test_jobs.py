@@ -572,8 +572,11 @@ class TestDeclaration:
             await create(http, gateway, "adsets", adset_params(cid), job_id=job_id)
         ).status == 200
         await graph_sim.add_fault(kind="drop_after_commit", op="create:adset", times=1)
+        # Graph cannot list the ad sets either: the look-up cannot tell, nothing is re-sent.
+        await graph_sim.add_fault(kind="error", op="list", times=20)
         lost = await create(http, gateway, "adsets", adset_params(cid), job_id=job_id)
         lost.refused(504, "outcome_unknown")
+        assert len(await graph_sim.objects(type="adset")) == 2
         shown = await progress(http, gateway, job_id)
         assert shown.status == 200, shown.body
         assert shown.body["status"] == "in_progress"

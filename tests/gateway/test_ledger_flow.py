@@ -250,63 +250,78 @@ class TestBatchesAndCopies:
 
 
 class TestUnknownOutcomes:
-    async def test_commit_then_drop_leaves_an_unknown_row_not_a_missing_one(
+    """A create whose answer does not say what happened is looked up on Graph in the request
+    (invariant 5): found → adopted and answered with its id; absent → sent again once."""
+
+    async def test_commit_then_drop_is_found_by_looking_and_answered_with_its_id(
         self, http: aiohttp.ClientSession, gateway: GatewayHandle, graph_sim: SimHandle
     ) -> None:
-        """Graph created it but the answer was lost: 504 outcome_unknown, row `unknown`."""
+        """Graph created it but the answer was lost: the gateway finds it, never re-sends."""
         await graph_sim.add_fault(kind="drop_after_commit", op="create:campaign", times=1)
-        status, body, _ = await post(
+        status, body, headers = await post(
             http,
             gateway,
             "act_1001/campaigns",
             data={"name": "Lost", "objective": "OUTCOME_TRAFFIC", "special_ad_categories": "[]"},
         )
-        assert status == 504
-        assert body["error"]["gateway_reason"] == "outcome_unknown"
-        assert body["error"]["is_transient"] is True
+        on_graph = await graph_sim.objects(type="campaign")
+        assert [o["name"] for o in on_graph] == ["Lost"]
+        assert status == 200, body
+        assert body == {"id": on_graph[0]["id"]}
+        assert headers["X-Gateway-Attempts"] == "1"
         (row,) = await rows(gateway)
-        assert row.state is EntityState.UNKNOWN
-        assert row.name == "Lost"
-        assert [o["name"] for o in await graph_sim.objects(type="campaign")] == ["Lost"]
+        assert (row.state, row.graph_id) == (EntityState.CREATED, on_graph[0]["id"])
+        assert (await graph_sim.requests())["committed"]["create:campaign"] == 1
 
-    async def test_a_transient_graph_500_is_unknown_and_passed_through(
+    async def test_a_graph_500_before_the_write_is_looked_up_then_sent_again_once(
         self, http: aiohttp.ClientSession, gateway: GatewayHandle, graph_sim: SimHandle
     ) -> None:
-        """Code 2 may follow a write: the row is `unknown`; the caller sees Graph's error."""
+        """Code 2 may follow a write: look first; Graph shows nothing, so it goes again."""
         await graph_sim.add_fault(kind="error", op="create:campaign", times=1)
-        status, body, _ = await post(http, gateway, "act_1001/campaigns", data={"name": "x"})
-        assert status == 500
-        assert body["error"]["code"] == 2
+        status, body, headers = await post(
+            http,
+            gateway,
+            "act_1001/campaigns",
+            data={"name": "x", "objective": "OUTCOME_TRAFFIC", "special_ad_categories": "[]"},
+        )
+        assert status == 200, body
+        assert headers["X-Gateway-Attempts"] == "2"
+        on_graph = await graph_sim.objects(type="campaign")
+        assert [o["id"] for o in on_graph] == [body["id"]]
         (row,) = await rows(gateway)
-        assert row.state is EntityState.UNKNOWN
+        assert (row.state, row.graph_id) == (EntityState.CREATED, body["id"])
 
-    async def test_a_null_batch_entry_is_unknown(
+    async def test_a_null_batch_entry_is_looked_up_and_the_batch_answer_is_whole(
         self, http: aiohttp.ClientSession, gateway: GatewayHandle, graph_sim: SimHandle
     ) -> None:
-        """A `null` entry may or may not have run; its neighbours are created."""
+        """A `null` entry may or may not have run: it is looked up (and sent again only if it
+        did not); the caller gets three ids, Graph holds three ad sets."""
         cid = await campaign(http, gateway)
         await graph_sim.add_fault(kind="batch_null", op="create:adset", after=1, times=1)
         body = f"name=n&campaign_id={cid}&billing_event=IMPRESSIONS&targeting=%7B%7D"
         ops = [{"method": "POST", "relative_url": "act_1001/adsets", "body": body}] * 3
         status, answer, _ = await post(http, gateway, "", data={"batch": json.dumps(ops)})
         assert status == 200
-        assert answer[1] is None
+        ids = [json.loads(entry["body"])["id"] for entry in answer]
+        on_graph = sorted(o["id"] for o in await graph_sim.objects(type="adset"))
+        assert sorted(ids) == on_graph
+        assert len(on_graph) == 3
         states = [r.state for r in await rows(gateway) if r.source.value == "batch"]
-        assert states == [EntityState.CREATED, EntityState.UNKNOWN, EntityState.CREATED]
+        assert states == [EntityState.CREATED] * 3
 
     @pytest.mark.parametrize("kind", ["stall_after_commit"])
-    async def test_no_answer_within_the_per_try_timeout_is_unknown(
+    async def test_no_answer_within_the_per_try_timeout_is_found_by_looking(
         self,
         http: aiohttp.ClientSession,
         graph_sim: SimHandle,
         sqlite_url: str,
         kind: str,
     ) -> None:
-        """Graph committed and stalled past the timeout: `unknown`, 504 outcome_unknown."""
+        """Graph committed and stalled past the timeout: found on Graph, adopted, 200."""
         from gateway.testing import running_gateway
         from tests.gateway.test_passthrough import _policy
 
-        policy = _policy(upstream={"per_try_timeout_seconds": 0.3, "deadline_seconds": 1.0})
+        policy = _policy(upstream={"per_try_timeout_seconds": 0.3, "deadline_seconds": 3.0})
         await graph_sim.add_fault(kind=kind, op="create:campaign", stall_seconds=5, times=1)
         async with running_gateway(graph_sim.url, sqlite_url, policy=policy) as gw:
             status, body, _ = await post(
@@ -319,11 +334,11 @@ class TestUnknownOutcomes:
                     "special_ad_categories": "[]",
                 },
             )
-            assert status == 504
-            assert body["error"]["gateway_reason"] == "outcome_unknown"
+            on_graph = await graph_sim.objects(type="campaign")
+            assert status == 200, body
+            assert [o["id"] for o in on_graph] == [body["id"]]
             (row,) = await rows(gw)
-            assert row.state is EntityState.UNKNOWN
-        assert len(await graph_sim.objects(type="campaign")) == 1
+            assert row.state is EntityState.CREATED
 
 
 class TestUploadLimits:
