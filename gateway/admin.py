@@ -7,21 +7,30 @@ is set (compared in constant time); without one the port only binds to loopback 
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway import logs
+from gateway.attempt import GRAPH_BREAKER
 from gateway.context import GATEWAY, Gateway
-from gateway.errors import StoreError
+from gateway.core.breaker import Breaker, ForceMode, describe
+from gateway.errors import ERROR_TABLE, StoreError
 from gateway.jobs import job_json
 from gateway.model import EntityQuery, EntityRecord, EntityState
 
 ADMIN_PREFIX = "/admin/v1/"
 MAX_PAGE = 1000
+FORCE_ACTIONS: tuple[ForceMode, ...] = get_args(ForceMode)
+# An operator's note on a forced breaker goes into one log line: a sentence, not a document.
+MAX_REASON = 500
+# gateway_breaker_state's values (its help text lists them).
+BREAKER_STATE_NUMBER = {"closed": 0, "open": 1, "half-open": 2, "forced-open": 3, "disabled": 4}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -29,6 +38,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     body = {"error": {"message": message, "type": "GatewayAdminError", "status": status, **extra}}
     return web.json_response(body, status=status)
+
+
+def _rejected(reason: str, message: str, **extra: Any) -> web.Response:
+    """An error with a `gateway_reason` of DESIGN.md §3.2: its fixed code and transience too."""
+    spec = ERROR_TABLE[reason]
+    return _error(
+        spec.status,
+        message,
+        code=spec.code,
+        is_transient=spec.transient,
+        gateway_reason=reason,
+        **extra,
+    )
 
 
 @web.middleware
@@ -50,6 +72,9 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def _readyz(request: web.Request) -> web.StreamResponse:
+    """Ready when the ledger (and Redis, when configured) answer. The breakers are reported
+    but never make the gateway unready: with Graph failing, the process still answers (fast,
+    Graph-shaped 503s), and pulling it from a load balancer would help nobody."""
     gw = request.app[GATEWAY]
     checks: dict[str, str] = {}
     try:
@@ -57,13 +82,109 @@ async def _readyz(request: web.Request) -> web.StreamResponse:
         checks["ledger"] = "ok"
     except StoreError as exc:
         checks["ledger"] = f"unavailable: {exc.message}"
+    if gw.coordinator is not None:
+        try:
+            await gw.coordinator.check()
+            checks["coordinator"] = "ok"
+        except StoreError as exc:
+            checks["coordinator"] = f"unavailable: {exc.message}"
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    try:
+        breakers = {name: doc["state"] for name, doc in (await _breakers_now(gw)).items()}
+    except StoreError:
+        breakers = {GRAPH_BREAKER: "unknown"}
+    body = {"ready": ready, "checks": checks, "breakers": breakers}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
-    body = request.app[GATEWAY].metrics.render()
+    """Prometheus text; the gauges of state held elsewhere (queues, breakers) are read now."""
+    gw = request.app[GATEWAY]
+    for lane, depth in gw.gate.depths().items():
+        gw.metrics.queue_depth.labels(lane).set(depth)
+    try:
+        breakers = await _breakers_now(gw)
+    except StoreError:
+        breakers = {}  # keep the last known values; /readyz reports the store
+    for name, doc in breakers.items():
+        gw.metrics.breaker_state.labels(name).set(BREAKER_STATE_NUMBER.get(doc["state"], -1))
+    body = gw.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _breakers_now(gw: Gateway) -> dict[str, dict[str, Any]]:
+    """Every breaker as `describe()` shows it, "graph" always (a fresh one before first use)."""
+    breakers = await gw.breakers.snapshot()
+    if GRAPH_BREAKER not in breakers:
+        fresh = Breaker(gw.breakers.config_for(GRAPH_BREAKER))
+        breakers[GRAPH_BREAKER] = describe(fresh, gw.clock.now())
+    return dict(sorted(breakers.items()))
+
+
+async def _breakers(request: web.Request) -> web.StreamResponse:
+    """GET /admin/v1/breakers: every breaker's state, window counts and rates."""
+    try:
+        breakers = await _breakers_now(request.app[GATEWAY])
+    except StoreError as exc:
+        return _error(503, f"coordinator unavailable: {exc.message}")
+    return web.json_response({"breakers": breakers})
+
+
+async def _force_breaker(request: web.Request) -> web.StreamResponse:
+    """POST /admin/v1/breakers/{name} {"action": "open"|"disable"|"reset", "reason": "..."}."""
+    gw = request.app[GATEWAY]
+    name = request.match_info["name"]
+    try:
+        doc = await request.json()
+    except ValueError:
+        doc = None
+    problems = []
+    if not isinstance(doc, dict):
+        problems.append('body: a JSON object {"action": "open|disable|reset", "reason": "..."}')
+        doc = {}
+    action = doc.get("action")
+    mode = next((m for m in FORCE_ACTIONS if m == action), None)
+    if mode is None:
+        problems.append(f"action: one of {list(FORCE_ACTIONS)}, got {action!r}")
+    reason = doc.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        problems.append(f"reason: a string of at most {MAX_REASON} characters")
+    if problems or mode is None:
+        return _rejected("bad_request", "; ".join(problems), problems=problems)
+    try:
+        known = await gw.breakers.snapshot()
+        if name != GRAPH_BREAKER and name not in known:
+            names = sorted({GRAPH_BREAKER, *known})
+            return _error(404, f"No breaker {name!r}; the gateway has {names}")
+        if gw.coordinator is not None:
+            # The registry would fall back to this process's breaker while Redis is down:
+            # a forced state every other worker ignores must not look like success.
+            await gw.coordinator.check()
+        breaker = await gw.breakers.force(name, mode)
+    except StoreError as exc:
+        return _error(503, f"coordinator unavailable, nothing was forced: {exc.message}")
+    logs.event(
+        "breaker_forced",
+        breaker=name,
+        action=action,
+        reason=reason,
+        state=breaker.state.value,
+        level=logging.WARNING,
+    )
+    body = {"name": name, "action": action, "reason": reason}
+    return web.json_response({**body, "breaker": describe(breaker, gw.clock.now())})
+
+
+async def _accounts(request: web.Request) -> web.StreamResponse:
+    """GET /admin/v1/accounts: the throttle gates per ad account and the app's, with queue
+    depth and in-flight calls (this process's), and the retry budget."""
+    gw = request.app[GATEWAY]
+    try:
+        gates = await gw.gate.snapshot()
+        budget = await gw.budget.snapshot()
+    except StoreError as exc:
+        return _error(503, f"coordinator unavailable: {exc.message}")
+    return web.json_response({**gates, "retry_budget": budget})
 
 
 def _since(raw: str) -> datetime:
@@ -172,4 +293,7 @@ def create_admin_app(gw: Gateway) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/admin/v1/entities", _entities)
     app.router.add_get("/admin/v1/jobs/{job_id}", _job)
+    app.router.add_get("/admin/v1/breakers", _breakers)
+    app.router.add_post("/admin/v1/breakers/{name}", _force_breaker)
+    app.router.add_get("/admin/v1/accounts", _accounts)
     return app

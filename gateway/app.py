@@ -1,7 +1,8 @@
 """Wiring: policy files, the shared parts (`Gateway`), the proxy and admin applications.
 
-`open_gateway()` owns every resource (ledger, upstream session) for its lifetime; `serve()` runs
-both ports until SIGINT/SIGTERM. Tests open the same gateway with overrides (clock, ledger).
+`open_gateway()` owns every resource (ledger, Redis coordinator, upstream session) for its
+lifetime; `serve()` runs both ports (and the worker processes of `--workers N`) until
+SIGINT/SIGTERM. Tests open the same gateway with overrides (clock, ledger).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import tomllib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -18,23 +19,24 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import jobs, logs
+from gateway import jobs, logs, workers
 from gateway.admin import create_admin_app
 from gateway.attempt import BreakerWatch
-from gateway.breaker import BreakerRegistry
+from gateway.breaker import BreakerRegistry, MemoryBreakerStore
 from gateway.budget import RetryBudget
 from gateway.clock import Clock, SystemClock
 from gateway.context import GATEWAY, Gateway
 from gateway.core import policy as policy_core
 from gateway.core.policy import PolicySet
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.ports import Ledger
 from gateway.proxy import handle, open_proxy_guard
 from gateway.ratequeue import ThrottleGate
 from gateway.recovery import recovery_worker
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, load_settings, redact_url
 from gateway.stores import open_ledger
+from gateway.stores.redis_coord import RedisCoordinator, open_coordinator
 from gateway.upstream import open_session, timeout_for
 from gateway.verification import Verifier
 
@@ -67,6 +69,24 @@ def load_policy(path: Path | None) -> PolicySet:
     return policy_core.parse(documents)
 
 
+# A gate's Redis key outlives the longest block the policy allows by this factor, so a blocked
+# account is never forgotten mid-block (RedisGateStore's TTL counts from the last write).
+GATE_TTL_FACTOR = 2
+
+
+async def _open_coordinator(url: str, policy: PolicySet) -> RedisCoordinator:
+    """The Redis coordinator for *url*, having answered a PING; ConfigError if unreachable.
+
+    Its CAS back-off sleeps on the real clock: it is a store's internal jitter, not gateway
+    time a test would want to drive.
+    """
+    ttl = max(7200, int(policy.throttle.max_block_seconds * GATE_TTL_FACTOR))
+    try:
+        return await open_coordinator(url, gate_ttl_seconds=ttl)
+    except StoreUnavailable as exc:
+        raise ConfigError([f"redis: cannot reach {redact_url(url)}: {exc.message}"]) from exc
+
+
 @asynccontextmanager
 async def open_gateway(
     settings: Settings,
@@ -76,8 +96,8 @@ async def open_gateway(
     ledger: Ledger | None = None,
     recovery: bool = True,
 ) -> AsyncIterator[Gateway]:
-    """Open the ledger (applying migrations) and the upstream session, start the recovery
-    worker; stop and close them all on exit."""
+    """Open the ledger (applying migrations), the Redis coordinator when `redis_url` is set and
+    the upstream session, start the recovery worker; stop and close them all on exit."""
     policy = policy or load_policy(settings.policy_path)
     async with AsyncExitStack() as stack:
         if ledger is None:
@@ -90,7 +110,27 @@ async def open_gateway(
         clock = clock or SystemClock()
         timeout = timeout_for(policy.upstream)
         metrics = Metrics()
-        breakers = BreakerRegistry(policy.breaker, clock=clock, listeners=[BreakerWatch(metrics)])
+        coordinator = None
+        if settings.redis_url:
+            coordinator = await _open_coordinator(settings.redis_url, policy)
+            stack.push_async_callback(coordinator.aclose)
+            # While Redis is down, admission runs on a process-local breaker (it keeps
+            # protecting Graph); the gates and the budget fail closed with StoreError.
+            breakers = BreakerRegistry(
+                policy.breaker,
+                clock=clock,
+                store=coordinator.breakers,
+                fallback=MemoryBreakerStore(),
+                listeners=[BreakerWatch(metrics)],
+            )
+            gate = ThrottleGate(policy.throttle, clock, store=coordinator.gates)
+            budget = RetryBudget(policy.retry, clock, store=coordinator.budget)
+        else:
+            breakers = BreakerRegistry(
+                policy.breaker, clock=clock, listeners=[BreakerWatch(metrics)]
+            )
+            gate = ThrottleGate(policy.throttle, clock)
+            budget = RetryBudget(policy.retry, clock)
         gw = Gateway(
             settings=settings,
             policy=policy,
@@ -100,9 +140,10 @@ async def open_gateway(
             session=session,
             verifier=Verifier(session, settings.upstream, policy.verification, clock, timeout),
             metrics=metrics,
-            gate=ThrottleGate(policy.throttle, clock),
+            gate=gate,
             breakers=breakers,
-            budget=RetryBudget(policy.retry, clock),
+            budget=budget,
+            coordinator=coordinator,
             clock=clock,
             token_key=await ledger.token_key(),
             rules=policy.classification.rules(),
@@ -125,37 +166,80 @@ def create_proxy_app(gw: Gateway) -> web.Application:
     return app
 
 
-async def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
-    """Run the proxy and admin ports until SIGINT or SIGTERM."""
+async def serve(
+    settings: Settings,
+    *,
+    ready: Callable[[str], None] | None = None,
+    worker_id: int = 0,
+    worker_command: Sequence[str] = (),
+    worker_env: Mapping[str, str] | None = None,
+) -> None:
+    """Run the proxy and admin ports until SIGINT or SIGTERM.
+
+    With `settings.workers` N > 1 this process is worker 0, the parent: it opens the gateway
+    (migrations run here, once), binds both ports, then starts workers 1..N-1 as
+    `worker_command --worker-id I` with *worker_env* and waits until they serve. A worker
+    (*worker_id* > 0) binds the proxy port only, and also stops when its parent is gone.
+    """
+    parent = worker_id == 0
+    # SO_REUSEPORT only when processes are meant to share the port: on a single process it
+    # would let a second gateway started by mistake on the same port silently take half of
+    # the connections instead of failing with "address in use".
+    shared = settings.workers > 1 or not parent
     async with AsyncExitStack() as stack:
         gw = await stack.enter_async_context(open_gateway(settings))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         proxy = gw.policy.proxy
-        runners = []
-        for app, address in (
-            (create_proxy_app(gw), settings.listen),
-            (create_admin_app(gw), settings.admin_listen),
-        ):
+        apps = [(create_proxy_app(gw), settings.listen, shared)]
+        # The admin port is the parent's alone. Prometheus metrics live in each process's
+        # memory: with the port shared, each scrape would land on a random worker and its
+        # counters would jump back and forth between processes' values, which is worse than a
+        # steady view of one process. The breakers, gates and budget the admin API shows and
+        # forces are in Redis, shared by every worker; only /metrics and the queue depths
+        # and in-flight counts of /admin/v1/accounts are the parent's own.
+        if parent:
+            apps.append((create_admin_app(gw), settings.admin_listen, False))
+        for app, address, reuse_port in apps:
             runner = web.AppRunner(
                 app, access_log=None, keepalive_timeout=proxy.client_keepalive_seconds
             )
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, address.host, address.port, backlog=proxy.backlog)
+            site = web.TCPSite(
+                runner,
+                address.host,
+                address.port,
+                backlog=proxy.backlog,
+                reuse_port=reuse_port or None,
+            )
             await site.start()
-            runners.append(runner)
+        if not parent:
+            await stack.enter_async_context(workers.watching_parent(stop))
+        elif settings.workers > 1:
+            await stack.enter_async_context(
+                workers.running_workers(
+                    worker_command, worker_env or {}, settings.workers, gw.clock
+                )
+            )
         logs.event(
             "gateway_started",
             listen=str(settings.listen),
-            admin_listen=str(settings.admin_listen),
+            admin_listen=str(settings.admin_listen) if parent else None,
             upstream=settings.upstream,
             database=settings.database_url.split("@")[-1],
+            redis=redact_url(settings.redis_url) if settings.redis_url else None,
+            workers=settings.workers if parent else None,
         )
         if ready is not None:
-            ready(f"proxy on http://{settings.listen}, admin on http://{settings.admin_listen}")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            where = f"proxy on http://{settings.listen}"
+            if parent:
+                where += f", admin on http://{settings.admin_listen}"
+            if settings.workers > 1:
+                where += f", {settings.workers} worker processes"
+            ready(where)
         await stop.wait()
         logs.event("gateway_stopping")
 

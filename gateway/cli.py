@@ -17,11 +17,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import __version__, logs
+from gateway import __version__, logs, workers
 from gateway.app import load_policy, serve
 from gateway.demo import run_demo
 from gateway.errors import ConfigError, StoreUnavailable
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, load_settings, settings_environ
 from gateway.sim import SimConfig, SimConfigError, create_sim_app, load_config
 from gateway.sim.server import AccessLogger
 from gateway.stores import open_ledger
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (N>1 needs PostgreSQL and Redis)"
     )
+    # Internal: how `serve --workers N` starts its workers 1..N-1 (gateway.workers); a worker
+    # binds the proxy port only (SO_REUSEPORT) and stops when its parent is gone.
+    serve.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
     migrate = commands.add_parser("migrate", help="apply migrations/ to the configured database")
     migrate.add_argument("--database", help="GATEWAY_DATABASE_URL (default sqlite:///gateway.db)")
     demo = commands.add_parser(
@@ -75,7 +78,7 @@ def _gateway_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "worker_id")}
     return load_settings(os.environ, flags)
 
 
@@ -92,7 +95,14 @@ def _run_serve(args: argparse.Namespace) -> int:
         load_policy(settings.policy_path)
     except ConfigError as exc:
         return _problems("invalid gateway configuration:", exc.problems)
+    if args.worker_id < 0:
+        return _problems("invalid gateway configuration:", ["--worker-id: internal, >= 0"])
     logs.configure(settings.log_format)
+    if settings.workers > 1 or args.worker_id:
+        workers.tag_logs(args.worker_id)
+    # A worker gets the parent's resolved settings through its environment (flags win over
+    # GATEWAY_* variables, so it is given none): a database password never shows in `ps`.
+    worker_env = {**os.environ, **settings_environ(settings)}
     # Every proxied request allocates many short-lived objects; the default generation-0
     # threshold (700) runs the collector thousands of times a second. Measured with
     # bench/proxy_bench.py on this machine: -17 % CPU per pass-through request, +29 %
@@ -101,10 +111,20 @@ def _run_serve(args: argparse.Namespace) -> int:
     gc.set_threshold(50_000, 50, 100)
     try:
         asyncio.run(
-            serve(settings, ready=lambda where: print(f"graph-gateway: {where}", flush=True))
+            serve(
+                settings,
+                ready=lambda where: print(f"{workers.READY_PREFIX}{where}", flush=True),
+                worker_id=args.worker_id,
+                worker_command=[sys.executable, "-m", "gateway", "serve"],
+                worker_env=worker_env,
+            )
         )
     except StoreUnavailable as exc:
         return _problems("cannot open the ledger:", [exc.message])
+    except ConfigError as exc:
+        return _problems("cannot start the gateway:", exc.problems)
+    except workers.WorkerStartError as exc:
+        return _problems("cannot start the worker processes:", [str(exc)])
     except OSError as exc:
         return _problems("cannot listen:", [str(exc)])
     return 0

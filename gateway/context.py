@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -20,6 +21,9 @@ from gateway.ports import IdempotencyStore, JobStore, Ledger
 from gateway.ratequeue import ThrottleGate
 from gateway.settings import Settings
 from gateway.verification import Verifier
+
+if TYPE_CHECKING:
+    from gateway.stores.redis_coord import RedisCoordinator
 
 # How many callers' tokens the gateway keeps in memory (never on disk) so its recovery worker
 # can look on Graph for them; beyond that it falls back to GATEWAY_ROLLBACK_TOKEN.
@@ -47,6 +51,8 @@ class Gateway:
     tokens: OrderedDict[str, str] = field(default_factory=OrderedDict)
     # Ledger rows a request of this process is reconciling (the recovery worker leaves them).
     reconciling: set[int] = field(default_factory=set)
+    # The Redis coordinator the breakers, gates and budget share (None: in-process), for /readyz.
+    coordinator: RedisCoordinator | None = None
 
     def remember_token(self, caller: str, token: str) -> None:
         """Keep a caller's token in memory only, for reconciliation reads on its behalf."""

@@ -68,14 +68,15 @@ class Settings:
     def __repr__(self) -> str:  # never print the tokens
         return (
             f"Settings(upstream={self.upstream!r}, listen={self.listen}, "
-            f"admin_listen={self.admin_listen}, database_url={_redact_url(self.database_url)!r}, "
-            f"redis_url={_redact_url(self.redis_url or '')!r}, policy_path={self.policy_path}, "
+            f"admin_listen={self.admin_listen}, database_url={redact_url(self.database_url)!r}, "
+            f"redis_url={redact_url(self.redis_url or '')!r}, policy_path={self.policy_path}, "
             f"admin_token={'set' if self.admin_token else 'unset'}, log_format={self.log_format!r},"
             f" workers={self.workers})"
         )
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
+    """*url* with its password (if any) replaced by ***, fit for a log or an error message."""
     parts = urlsplit(url)
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@")
@@ -119,11 +120,11 @@ def load_settings(environ: Mapping[str, str], flags: Mapping[str, Any] | None = 
     database = pick("database") or ""
     if urlsplit(database).scheme not in ("sqlite", "postgresql", "postgres"):
         problems.append(
-            f"database: expected sqlite:///PATH or postgresql://..., got {_redact_url(database)!r}"
+            f"database: expected sqlite:///PATH or postgresql://..., got {redact_url(database)!r}"
         )
     redis = pick("redis")
     if redis is not None and urlsplit(redis).scheme not in ("redis", "rediss", "unix"):
-        problems.append(f"redis: expected redis://HOST:PORT/DB, got {_redact_url(redis)!r}")
+        problems.append(f"redis: expected redis://HOST:PORT/DB, got {redact_url(redis)!r}")
     policy = pick("policy")
     policy_path = Path(policy) if policy else None
     if policy_path is not None and not policy_path.exists():
@@ -143,10 +144,21 @@ def load_settings(environ: Mapping[str, str], flags: Mapping[str, Any] | None = 
     if not isinstance(workers, int) or workers < 1:
         problems.append(f"workers: expected a positive integer, got {workers!r}")
     elif workers > 1:
-        problems.append(
-            "workers: more than one worker process needs PostgreSQL and Redis shared state, "
-            "which arrives with the Redis coordinator; run one worker per host for now"
-        )
+        # Every worker process must see the same ledger rows and the same breakers, throttle
+        # gates and retry budget: SQLite is one process's database, and without Redis each
+        # process would keep its own coordination state (DESIGN.md §3.4, §5).
+        if urlsplit(database).scheme not in ("postgresql", "postgres"):
+            problems.append(
+                f"workers: --workers {workers} needs a PostgreSQL ledger that every worker "
+                f"process shares (--database / GATEWAY_DATABASE_URL = postgresql://...), got "
+                f"{redact_url(database)!r}"
+            )
+        if redis is None:
+            problems.append(
+                f"workers: --workers {workers} needs Redis for the breakers, throttle gates and "
+                "retry budget every worker process shares (--redis / GATEWAY_REDIS_URL = "
+                "redis://HOST:PORT/DB)"
+            )
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -161,3 +173,24 @@ def load_settings(environ: Mapping[str, str], flags: Mapping[str, Any] | None = 
         log_format=log_format,
         workers=int(workers),
     )
+
+
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """The GATEWAY_* variables that make `load_settings` give *settings* back (with no flags):
+    how `serve --workers N` hands its resolved settings to its worker processes."""
+    values = {
+        "upstream": settings.upstream,
+        "listen": str(settings.listen),
+        "admin_listen": str(settings.admin_listen),
+        "database": settings.database_url,
+        "redis": settings.redis_url,
+        "policy": str(settings.policy_path) if settings.policy_path else None,
+        "log_format": settings.log_format,
+    }
+    secrets = {
+        "GATEWAY_ADMIN_TOKEN": settings.admin_token,
+        "GATEWAY_ROLLBACK_TOKEN": settings.rollback_token,
+    }
+    env = {ENV[name]: value for name, value in values.items() if value is not None}
+    env.update({name: value for name, value in secrets.items() if value is not None})
+    return env

@@ -34,7 +34,11 @@ async def test_healthz_and_readyz_report_a_reachable_ledger(
         assert (await resp.json())["status"] == "ok"
     async with http.get(gateway.admin_url + "/readyz") as resp:
         assert resp.status == 200
-        assert await resp.json() == {"ready": True, "checks": {"ledger": "ok"}}
+        assert await resp.json() == {
+            "ready": True,
+            "checks": {"ledger": "ok"},
+            "breakers": {"graph": "closed"},
+        }
 
 
 async def test_readyz_is_503_when_the_ledger_is_gone(
