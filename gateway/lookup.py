@@ -42,17 +42,26 @@ def parse_time(raw: Any) -> float | None:
 
 
 async def unresolved(gw: Gateway) -> list[EntityRecord]:
-    """Every `sending` and `unknown` row."""
+    """Every `sending` and `unknown` row. Read sending, unknown, then sending again: a row
+    moving between the two states while they are read (sent again after a look-up, or
+    settled unknown) is never missed; one seen in both states counts as `sending`."""
+    rows: dict[int, EntityRecord] = {}
+    for state in (EntityState.SENDING, EntityState.UNKNOWN, EntityState.SENDING):
+        for row in await _rows_in(gw, state):
+            if row.id not in rows or row.state is EntityState.SENDING:
+                rows[row.id] = row
+    return list(rows.values())
+
+
+async def _rows_in(gw: Gateway, state: EntityState) -> list[EntityRecord]:
     rows: list[EntityRecord] = []
-    for state in (EntityState.SENDING, EntityState.UNKNOWN):
-        before = None
-        while True:
-            page = await gw.ledger.entities(EntityQuery(state=state, before_id=before, limit=500))
-            rows.extend(page.items)
-            if page.next_before_id is None:
-                break
-            before = page.next_before_id
-    return rows
+    before = None
+    while True:
+        page = await gw.ledger.entities(EntityQuery(state=state, before_id=before, limit=500))
+        rows.extend(page.items)
+        if page.next_before_id is None:
+            return rows
+        before = page.next_before_id
 
 
 async def children(
@@ -189,22 +198,21 @@ async def reconcile_now(
             groups.setdefault(key, []).append(row)
     for key, mine in groups.items():
         ours = {r.id for r in mine}
+        path, fields, name = key
         while True:
+            # The group as it is now: siblings settle, and are adopted or sent again by their
+            # own requests, while this one waits.
             peers = [
                 r
                 for r in await unresolved(gw)
                 if r.id not in ours and r.caller == mine[0].caller and await group_key(gw, r) == key
             ]
-            if not any(r.state is EntityState.SENDING for r in peers):
-                break
-            if tally.remaining(gw) <= _SIBLING_POLL_SECONDS:
-                break
-            await gw.clock.sleep(_SIBLING_POLL_SECONDS)
-        if any(r.state is EntityState.SENDING for r in peers):
-            continue  # still in flight: undecided
-        group = mine + [r for r in peers if r.state is EntityState.UNKNOWN]
-        path, fields, name = key
-        while True:
+            if any(r.state is EntityState.SENDING for r in peers):
+                if tally.remaining(gw) <= _SIBLING_POLL_SECONDS:
+                    break  # a sibling still in flight: undecided
+                await gw.clock.sleep(_SIBLING_POLL_SECONDS)
+                continue
+            group = mine + peers
             try:
                 listed = await children(
                     gw, token, path, fields, name, account=mine[0].account_id, tally=tally
@@ -221,16 +229,15 @@ async def reconcile_now(
                 clock_skew=policy.clock_skew_seconds,
                 give_up_after=policy.listing_lag_seconds,
             )
-            waiting = [d for d in decisions if d.entity_id in ours and isinstance(d, Undecided)]
             for decision in decisions:
                 if decision.entity_id in ours:
                     decided[decision.entity_id] = decision
-            if not waiting:
+            if not any(isinstance(decided[i], Undecided) for i in ours):
                 break
             # Too fresh to call absent: look again once the youngest of ours is old enough.
-            youngest = max(r.created_at.timestamp() for r in mine if r.id in ours)
-            wait = youngest + policy.listing_lag_seconds - now
-            if wait <= 0 or wait >= tally.remaining(gw):
+            youngest = max(r.created_at.timestamp() for r in mine)
+            wait = max(_SIBLING_POLL_SECONDS, youngest + policy.listing_lag_seconds - now)
+            if wait >= tally.remaining(gw):
                 break
             await gw.clock.sleep(wait)
     return decided
