@@ -16,7 +16,7 @@ answer comes from gateway.core.retry's classification table ([errors] in policie
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -53,7 +53,6 @@ class Tally:
     attempts: int = 0
     throttle_waits: int = 0
     queued_ms: float = 0.0
-    reasons: list[str] = field(default_factory=list)  # why each retry happened
 
     @classmethod
     def start(cls, gw: Gateway) -> Tally:
@@ -66,6 +65,11 @@ class Tally:
 
     def remaining(self, gw: Gateway) -> float:
         return gw.policy.upstream.deadline_seconds - self.elapsed(gw)
+
+    def wait_again(self) -> bool:
+        """Count one more wait for a throttle; False once the request has waited too often."""
+        self.throttle_waits += 1
+        return self.throttle_waits <= MAX_THROTTLE_WAITS
 
     def headers(self) -> dict[str, str]:
         out = {ATTEMPTS_HEADER: str(self.attempts)}
@@ -198,8 +202,7 @@ def throttle_absorbable(reply: Reply, tally: Tally) -> bool:
     """A throttle the gateway waits out (the gate holds the next try until the regain time)."""
     if reply.error_class is not ErrorClass.THROTTLE or reply.throttle_wait is None:
         return False
-    tally.throttle_waits += 1
-    return tally.throttle_waits <= MAX_THROTTLE_WAITS
+    return tally.wait_again()
 
 
 async def may_retry(
@@ -222,13 +225,8 @@ async def may_retry(
         logs.event("retry_budget_exhausted", reason=reason, attempts=tally.attempts, level=30)
         return False
     gw.metrics.retries.labels(reason).inc()
-    tally.reasons.append(reason)
     await gw.clock.sleep(delay)
     return True
-
-
-def transport_reason(exc: Exception) -> str:
-    return getattr(exc, "transport", None) or "transport"
 
 
 _STATE_NUMBER = {"closed": 0, "open": 1, "half-open": 2, "forced-open": 3, "disabled": 4}

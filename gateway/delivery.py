@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import logs
-from gateway.attempt import MAX_THROTTLE_WAITS, Reply, Tally, may_retry, try_once
+from gateway.attempt import Reply, Tally, may_retry, try_once
 from gateway.context import Gateway
 from gateway.core.batchplan import BatchBody, encode, merge, own_entry, parse_batch_body, resend
 from gateway.core.classify import Batch, CreateOp, RawRequest, request_params
@@ -264,8 +264,7 @@ class Delivery:
             return [], ""
         if reasons == {"throttle"}:
             # The gate holds the next round until Graph's regain time; no budget is spent.
-            self.tally.throttle_waits += 1
-            if self.tally.throttle_waits > MAX_THROTTLE_WAITS:
+            if not self.tally.wait_again():
                 await self._give_up(again, None)
                 return [], ""
             return again, "throttle"

@@ -177,6 +177,16 @@ def pending_of(rows: Sequence[EntityRecord]) -> list[Pending]:
     ]
 
 
+def _may_share(row: EntityRecord, other: EntityRecord) -> bool:
+    """Whether two rows can have one group key, from their own fields (no I/O): same caller
+    and type, and (but for copies, grouped by where their source lands) the same name."""
+    return (
+        row.caller == other.caller
+        and row.entity_type == other.entity_type
+        and (row.entity_type == "copy" or row.name == other.name)
+    )
+
+
 async def reconcile_now(
     gw: Gateway, tally: Tally, rows: Sequence[EntityRecord], token: str
 ) -> dict[int, Decision]:
@@ -205,7 +215,7 @@ async def reconcile_now(
             peers = [
                 r
                 for r in await unresolved(gw)
-                if r.id not in ours and r.caller == mine[0].caller and await group_key(gw, r) == key
+                if r.id not in ours and _may_share(r, mine[0]) and await group_key(gw, r) == key
             ]
             if any(r.state is EntityState.SENDING for r in peers):
                 if tally.remaining(gw) <= _SIBLING_POLL_SECONDS:

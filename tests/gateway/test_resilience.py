@@ -37,7 +37,7 @@ def _resilient_policy(**retry: Any) -> Any:
     return policy_with(retry=values, recovery={"listing_lag_seconds": 0.2})
 
 
-async def _gateway(sim: SimHandle, tmp_path: Path, policy: Any) -> Any:
+def _gateway(sim: SimHandle, tmp_path: Path, policy: Any) -> Any:
     return running_gateway(sim.url, f"sqlite:///{tmp_path / 'g.db'}", policy=policy)
 
 
@@ -63,7 +63,7 @@ async def test_fifty_same_name_ad_sets_under_faults_exist_exactly_once(
 ) -> None:
     """50 concurrent creates of one name under a job: every call succeeds, Graph holds exactly
     50, and each answer's id is one of them, each once, each on record."""
-    async with await _gateway(graph_sim, tmp_path, _resilient_policy()) as gw:
+    async with _gateway(graph_sim, tmp_path, _resilient_policy()) as gw:
         job_id = await job(http, gw, {"campaign": 1, "adset": 50})
         made = await create(http, gw, "campaigns", campaign_params(), job_id=job_id)
         cid = made.body["id"]
@@ -90,7 +90,7 @@ async def test_a_batch_retries_only_its_failed_and_null_entries(
 ) -> None:
     """Null entries (run or not) and a dropped answer: succeeded ops are never re-sent, the
     caller gets 10 ids, Graph holds exactly 10."""
-    async with await _gateway(graph_sim, tmp_path, _resilient_policy()) as gw:
+    async with _gateway(graph_sim, tmp_path, _resilient_policy()) as gw:
         cid = (await create(http, gw, "campaigns", campaign_params())).body["id"]
         await graph_sim.add_fault(kind="batch_null", op="create:adset", after=1, times=1)
         await graph_sim.add_fault(
@@ -136,7 +136,7 @@ async def test_a_permanent_error_is_returned_at_once_and_never_retried(
     rule: dict[str, Any],
     op: str,
 ) -> None:
-    async with await _gateway(graph_sim, tmp_path, _resilient_policy()) as gw:
+    async with _gateway(graph_sim, tmp_path, _resilient_policy()) as gw:
         await graph_sim.add_fault(kind="error", op=op, **rule)
         before = (await graph_sim.requests())["http_requests"]
         if op == "read":
@@ -165,7 +165,7 @@ async def test_the_breaker_opens_on_an_outage_answers_fast_and_closes_after_prob
         },
         retry={"attempts": 1},
     )
-    async with await _gateway(graph_sim, tmp_path, policy) as gw:
+    async with _gateway(graph_sim, tmp_path, policy) as gw:
         await graph_sim.add_fault(kind="error", op="read", preset="bad_gateway_html")
         url = f"{gw.url}/v25.0/act_1001"
         params = {"access_token": "sim-token-alice"}
@@ -199,7 +199,7 @@ async def test_the_retry_budget_bounds_upstream_requests_in_an_outage(
         retry={"attempts": 3, "base_seconds": 0.001, "budget_min_retries_per_second": 1.0},
         breaker={"minimum_calls": 100000},
     )
-    async with await _gateway(graph_sim, tmp_path, policy) as gw:
+    async with _gateway(graph_sim, tmp_path, policy) as gw:
         await graph_sim.add_fault(kind="error", op="read")
         url = f"{gw.url}/v25.0/act_1001"
 
@@ -225,7 +225,7 @@ async def test_a_throttled_account_waits_or_gets_429_while_another_account_runs(
     2 s deadline: 429 throttled with Retry-After, nothing sent while blocked); act_1002's
     calls meanwhile go straight through."""
     policy = policy_with(throttle={"max_wait_seconds": 2.0})
-    async with await _gateway(graph_sim, tmp_path, policy) as gw:
+    async with _gateway(graph_sim, tmp_path, policy) as gw:
         params = {"access_token": "sim-token-alice"}
         await graph_sim.throttle("act_1001", 60)
         async with http.get(f"{gw.url}/v25.0/act_1001/campaigns", params=params) as resp:

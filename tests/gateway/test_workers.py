@@ -28,7 +28,14 @@ from gateway.errors import ConfigError
 from gateway.settings import load_settings, settings_environ
 from gateway.testing import SimHandle
 from gateway.workers import WorkerStartError, running_workers
-from tests.gateway.test_cli import READY_PREFIX, REPO, STOP_SECONDS, clean_env, run_gateway
+from tests.gateway.test_cli import (
+    READY_PREFIX,
+    REPO,
+    STOP_SECONDS,
+    clean_env,
+    local_ports,
+    run_gateway,
+)
 from tests.pgschema import scratch_schema
 from tests.sim.test_cli import EXIT_TIMEOUT_SECONDS, START_TIMEOUT_SECONDS, free_port, gateway_cmd
 
@@ -247,12 +254,7 @@ def test_serve_with_two_workers_on_sqlite_exits_2_saying_why(tmp_path: Path) -> 
     """`serve --workers 2` with the SQLite default and no Redis: exit 2, both needs named."""
     finished = run_gateway(
         "serve",
-        "--upstream",
-        "http://127.0.0.1:9",
-        "--listen",
-        f"127.0.0.1:{free_port()}",
-        "--admin-listen",
-        f"127.0.0.1:{free_port()}",
+        *local_ports(),
         "--database",
         f"sqlite:///{tmp_path / 'g.db'}",
         "--workers",
@@ -270,12 +272,7 @@ def test_serve_with_an_unreachable_redis_exits_2_naming_it(tmp_path: Path) -> No
     """--redis on a port nothing listens on: exit 2 at once, "redis" named, no traceback."""
     finished = run_gateway(
         "serve",
-        "--upstream",
-        "http://127.0.0.1:9",
-        "--listen",
-        f"127.0.0.1:{free_port()}",
-        "--admin-listen",
-        f"127.0.0.1:{free_port()}",
+        *local_ports(),
         "--database",
         f"sqlite:///{tmp_path / 'g.db'}",
         "--redis",
