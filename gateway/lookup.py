@@ -177,6 +177,20 @@ def pending_of(rows: Sequence[EntityRecord]) -> list[Pending]:
     ]
 
 
+async def _peers(gw: Gateway, key: GroupKey, mine: Sequence[EntityRecord]) -> list[EntityRecord]:
+    """The group's other unresolved rows as the ledger holds them now."""
+    ours = {r.id for r in mine}
+    return [
+        r
+        for r in await unresolved(gw)
+        if r.id not in ours and _may_share(r, mine[0]) and await group_key(gw, r) == key
+    ]
+
+
+def _states(rows: Sequence[EntityRecord]) -> set[tuple[int, EntityState]]:
+    return {(r.id, r.state) for r in rows}
+
+
 def _may_share(row: EntityRecord, other: EntityRecord) -> bool:
     """Whether two rows can have one group key, from their own fields (no I/O): same caller
     and type, and (but for copies, grouped by where their source lands) the same name."""
@@ -209,20 +223,15 @@ async def reconcile_now(
     for key, mine in groups.items():
         ours = {r.id for r in mine}
         path, fields, name = key
+
         while True:
-            # The group as it is now: siblings settle, and are adopted or sent again by their
-            # own requests, while this one waits.
-            peers = [
-                r
-                for r in await unresolved(gw)
-                if r.id not in ours and _may_share(r, mine[0]) and await group_key(gw, r) == key
-            ]
+            # Siblings settle, are adopted or are sent again by their own requests meanwhile.
+            peers = await _peers(gw, key, mine)
             if any(r.state is EntityState.SENDING for r in peers):
                 if tally.remaining(gw) <= _SIBLING_POLL_SECONDS:
                     break  # a sibling still in flight: undecided
                 await gw.clock.sleep(_SIBLING_POLL_SECONDS)
                 continue
-            group = mine + peers
             try:
                 listed = await children(
                     gw, token, path, fields, name, account=mine[0].account_id, tally=tally
@@ -230,9 +239,16 @@ async def reconcile_now(
             except GatewayError:
                 break
             found, known = await candidates(gw, listed)
+            # One consistent view or none: a sibling settled (its entity now "known" while its
+            # row was read as unknown) or started while Graph was read would shift who gets
+            # which entity, and two rows could take one. Look again instead.
+            if _states(await _peers(gw, key, mine)) != _states(peers):
+                if tally.remaining(gw) <= _SIBLING_POLL_SECONDS:
+                    break
+                continue
             now = gw.clock.now()
             decisions = match(
-                pending_of(group),
+                pending_of(mine + peers),
                 found,
                 known,
                 now=now,

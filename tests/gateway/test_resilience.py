@@ -22,15 +22,6 @@ from tests.gateway.test_jobs import adset_params, campaign_params, create, job, 
 TARGETING = json.dumps({"geo_locations": {"countries": ["US"]}})
 
 
-# KNOWN DEFECT, open in issue 5: with 50 concurrent same-name creates whose answers are
-# dropped after Graph committed them, about one run in three ends with 51-52 ad sets (two
-# look-ups adopt one entity, so another row is called absent and sent again). Kept as a
-# non-strict xfail so it is seen in every run, not hidden; the fix is still to be found.
-_RACE = pytest.mark.xfail(
-    strict=False, reason="concurrent same-name look-ups can adopt one entity twice (issue 5)"
-)
-
-
 def _resilient_policy(**retry: Any) -> Any:
     # A budget that never refuses unless a test says so: these tests are about exactly-once.
     values = {"budget_min_retries_per_second": 100.0, "attempts": 4, "base_seconds": 0.01} | retry
@@ -45,16 +36,13 @@ def _gateway(sim: SimHandle, tmp_path: Path, policy: Any) -> Any:
     "faults",
     [
         [{"kind": "error", "probability": 0.25}],  # 500 code 2 before the write
-        pytest.param([{"kind": "drop_after_commit", "probability": 0.25}], marks=_RACE),
+        [{"kind": "drop_after_commit", "probability": 0.25}],
         [{"kind": "error", "preset": "bad_gateway_html", "probability": 0.25}],
-        pytest.param(
-            [
-                {"kind": "error", "probability": 0.1},
-                {"kind": "drop_after_commit", "probability": 0.1},
-                {"kind": "error", "preset": "unknown_error", "probability": 0.1},
-            ],
-            marks=_RACE,
-        ),
+        [
+            {"kind": "error", "probability": 0.1},
+            {"kind": "drop_after_commit", "probability": 0.1},
+            {"kind": "error", "preset": "unknown_error", "probability": 0.1},
+        ],
     ],
     ids=["pre_commit_500", "commit_then_drop", "html_502", "mixed"],
 )
