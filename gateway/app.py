@@ -263,6 +263,7 @@ async def running_gateway(
     environ: Mapping[str, str] | None = None,
     host: str = "127.0.0.1",
     recovery: bool = True,
+    clock: Clock | None = None,
 ) -> AsyncIterator[GatewayHandle]:
     """Start the proxy and admin ports on free ports of *host* in front of *upstream*."""
     settings = load_settings(
@@ -276,7 +277,7 @@ async def running_gateway(
     )
     async with AsyncExitStack() as stack:
         gw = await stack.enter_async_context(
-            open_gateway(settings, policy=policy, ledger=ledger, recovery=recovery)
+            open_gateway(settings, policy=policy, ledger=ledger, recovery=recovery, clock=clock)
         )
         urls = []
         for app in (create_proxy_app(gw), create_admin_app(gw)):

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from gateway.model import EntityQuery, EntityState
-from gateway.testing import SimHandle, running_gateway
+from gateway.testing import JumpClock, SimHandle, running_gateway
 from tests.gateway.test_jobs import adset_params, campaign_params, create, job, policy_with
 
 TARGETING = json.dumps({"geo_locations": {"countries": ["US"]}})
@@ -234,3 +234,84 @@ async def test_a_throttled_account_waits_or_gets_429_while_another_account_runs(
         assert {status for status, _ in results} == {429}
         # Nothing for the blocked account reached Graph while it was blocked.
         assert (await graph_sim.requests())["http_requests"] - arrived == 10
+
+
+async def test_a_rate_limit_after_30_of_50_waits_for_the_regain_time_and_finishes_the_rest(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    """Seed scenario 2: Graph blocks the account at the 31st ad set. The gateway holds that
+    create and the 19 behind it at the account's gate until Graph's regain time (jumped here
+    on both clocks), then sends them: the backend sees 50 successes, Graph holds 50."""
+    clock = JumpClock()
+    policy = policy_with(throttle={"max_wait_seconds": 600.0})
+    async with running_gateway(
+        graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}", policy=policy, clock=clock
+    ) as gw:
+        job_id = await job(http, gw, {"campaign": 1, "adset": 50})
+        cid = (await create(http, gw, "campaigns", campaign_params(), job_id=job_id)).body["id"]
+        first = [
+            await create(http, gw, "adsets", adset_params(cid), job_id=job_id) for _ in range(30)
+        ]
+        assert {a.status for a in first} == {200}
+        await graph_sim.add_fault(kind="throttle", op="create:adset", block_seconds=120, times=1)
+        rest = [
+            asyncio.ensure_future(create(http, gw, "adsets", adset_params(cid), job_id=job_id))
+            for _ in range(20)
+        ]
+        # Wait until all 20 are held at the gate (one was answered with the throttle).
+        for _ in range(200):
+            accounts = await gw.gateway.gate.snapshot()
+            entry = accounts["accounts"].get("act_1001", {})
+            if entry.get("queue_depth", 0) + entry.get("in_flight", 0) >= 20 or (
+                entry.get("queue_depth", 0) >= 19
+            ):
+                break
+            await asyncio.sleep(0.02)
+        assert entry["wait_seconds"] > 30, entry  # closed until Graph's regain time
+        assert not any(task.done() for task in rest)
+        arrived = (await graph_sim.requests())["http_requests"]
+        await asyncio.sleep(0.3)
+        assert (await graph_sim.requests())["http_requests"] == arrived  # nothing sent meanwhile
+        await graph_sim.advance(121)
+        clock.advance(121)
+        answers = await asyncio.gather(*rest)
+        assert Counter(a.status for a in answers) == {200: 20}, [a.body for a in answers]
+        assert all(int(a.headers["X-Gateway-Queued-Ms"]) > 30_000 for a in answers)
+        assert len(await graph_sim.objects(type="adset", live=True)) == 50
+
+
+async def test_a_lost_batch_answer_after_3_of_5_creates_exactly_2_more(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    """Seed scenario 3: 45 ad sets made, then a batch of the last 5 whose connection drops
+    after Graph ran only 3 of them (made "outside tracking": the gateway never saw their ids).
+    The gateway finds the 3, adopts them into their slots and creates exactly 2 more."""
+    async with _gateway(graph_sim, tmp_path, _resilient_policy()) as gw:
+        job_id = await job(http, gw, {"campaign": 1, "adset": 50})
+        cid = (await create(http, gw, "campaigns", campaign_params(), job_id=job_id)).body["id"]
+        made = await asyncio.gather(
+            *(create(http, gw, "adsets", adset_params(cid), job_id=job_id) for _ in range(45))
+        )
+        assert {a.status for a in made} == {200}
+        # Ops 4 and 5 fail before running; the answer of the batch is lost after it ran.
+        await graph_sim.add_fault(kind="error", op="create:adset", in_batch=True, after=3, times=2)
+        await graph_sim.add_fault(kind="drop_after_commit", op="batch", times=1)
+        body = adset_params(cid)
+        encoded = "&".join(f"{k}={v}" for k, v in body.items())
+        ops = [{"method": "POST", "relative_url": "act_1001/adsets", "body": encoded}] * 5
+        before = (await graph_sim.requests())["committed"].get("create:adset", 0)
+        async with http.post(
+            f"{gw.url}/v25.0/",
+            data={"batch": json.dumps(ops), "access_token": "sim-token-alice"},
+            headers={"X-Gateway-Job": job_id},
+        ) as resp:
+            assert resp.status == 200
+            answer = await resp.json()
+        assert [entry["code"] for entry in answer] == [200] * 5
+        committed = (await graph_sim.requests())["committed"]["create:adset"]
+        assert committed - before == 5  # 3 in the lost batch, exactly 2 more
+        live = {o["id"] for o in await graph_sim.objects(type="adset", live=True)}
+        assert len(live) == 50
+        assert {json.loads(e["body"])["id"] for e in answer} <= live
+        slots = await gw.gateway.jobs.slots(job_id)
+        assert {s.graph_id for s in slots if s.entity_type == "adset"} == live
