@@ -59,11 +59,12 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
         # With one process (SQLite), what was sent before it started is nobody's any more.
         orphaned = gw.single_process and created < gw.started_at
         # A row sent lately may still be in flight, and one its request is reconciling (it
-        # may send it again) is that request's: leave the whole group alone this round.
+        # may send it again) is that request's: leave the whole group alone this round. This
+        # process knows its own requests' rows; another replica's are recognised by a recent
+        # update (a request ends within its deadline, shorter than in_flight_seconds).
+        recent = not orphaned and now - row.updated_at.timestamp() < policy.in_flight_seconds
         in_flight = row.id in gw.reconciling or (
-            row.state is EntityState.SENDING
-            and not orphaned
-            and now - row.updated_at.timestamp() < policy.in_flight_seconds
+            recent and (row.state is EntityState.SENDING or not gw.single_process)
         )
         if in_flight:
             busy.add(full_key)  # a sibling may still be answered: decide the group later

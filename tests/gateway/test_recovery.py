@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import pytest
 from multidict import CIMultiDictProxy
 
 from gateway.app import load_policy
@@ -25,6 +26,7 @@ from gateway.core.policy import PolicySet
 from gateway.model import EntityQuery, EntityRecord, EntityState, Reserved, SlotWant
 from gateway.recovery import recover_once
 from gateway.testing import GatewayHandle, SimHandle, running_gateway
+from tests.pgschema import scratch_schema
 
 TOKEN = "sim-token-alice"
 ACCOUNT = "act_1001"
@@ -300,6 +302,33 @@ async def test_a_young_sending_row_holds_its_group_and_an_old_one_is_resolved(
         assert body["id"] in {r.graph_id for r in rows}
         assert sorted(ledgered(rows).values()) == [1, 1]
         assert await creates_arrived(graph_sim, "create:campaign") == 2
+
+
+@pytest.mark.postgres
+async def test_on_a_shared_ledger_a_fresh_unknown_row_is_left_to_the_replica_reconciling_it(
+    graph_sim: SimHandle, postgres_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    """PostgreSQL may be shared by replicas, and the request that left a row `unknown` may be
+    looking it up (and may send it again) in another one: the worker leaves a row updated
+    within in_flight_seconds alone, then adopts it."""
+    async with (
+        scratch_schema(postgres_dsn) as dsn,
+        gateway_stack(graph_sim, dsn, http, in_flight_seconds=30.0) as stack,
+    ):
+        await graph_sim.add_fault(kind="drop_after_commit", op="create:campaign", times=1)
+        assert (await stack.campaign("Elsewhere"))[0] == 504
+        (row,) = await stack.rows()
+        assert row.state is EntityState.UNKNOWN
+
+        young = await stack.recover()
+
+        assert (young.adopted, young.absent, young.waiting) == (0, 0, 1)
+        stack.clock.advance(31.0)
+        old = await stack.recover()
+        assert (old.adopted, old.absent) == (1, 0)
+        (truth,) = await graph_sim.objects(type="campaign")
+        (row,) = await stack.rows()
+        assert (row.state, row.graph_id) == (EntityState.CREATED, truth["id"])
 
 
 async def test_same_name_ad_sets_made_before_the_attempt_are_not_adopted(
