@@ -127,9 +127,12 @@ async def try_once(
     kind: str,
     params: dict[str, str] | None = None,
     stream: bool = False,
+    read_doc: bool = True,
 ) -> Reply:
     """One try: gate, breaker, exchange, usage. Raises `Throttled`, `CircuitOpenError` or an
-    `UpstreamError` (with its `transport`); Graph's error answers come back as a `Reply`."""
+    `UpstreamError` (with its `transport`); Graph's error answers come back as a `Reply`.
+    *read_doc* False parses the body only for an error answer (a pass-through success is
+    never judged)."""
     remaining = tally.remaining(gw)
     if remaining <= 0:
         raise UpstreamTimeout("The request's deadline passed before Graph answered")
@@ -170,7 +173,7 @@ async def try_once(
                 gw.metrics.upstream_latency.labels(kind).observe(gw.clock.monotonic() - started)
             doc = None
             readable = body is not None
-            if body is not None:
+            if body is not None and (read_doc or response.status >= 400):
                 doc = parse_json(decode_body(body, response.headers.get("Content-Encoding")))
             error_class = judge_reply(gw, response.status, doc, readable=readable)
             if error_class is ErrorClass.TRANSIENT:

@@ -91,7 +91,8 @@ class Delivery:
         self.body, self.kept, self.size = body, kept, size
         self.batch = isinstance(call.decision, Batch)
         self.tally = Tally.start(gw)
-        self.account = next((op.account_id for op in ops if op.account_id), None)
+        # A copy's path names its source, not the account: the intents carry the account.
+        self.account = next((i.account_id for i in intents if i.account_id), None)
         self.outcomes: dict[int, OpOutcome] = {}
         self.entries: dict[int, Any] = {}  # batch entries by the caller's op index
         self.adopted: set[int] = set()
@@ -103,6 +104,14 @@ class Delivery:
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> CreateResult:
+        try:
+            return await self._rounds()
+        except GatewayError as exc:
+            if self.tally.attempts:
+                exc.headers.update(self.tally.headers())
+            raise
+
+    async def _rounds(self) -> CreateResult:
         gw = self.gw
         await gw.budget.request()
         pending = list(self.ops)

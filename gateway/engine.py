@@ -17,12 +17,13 @@ import json
 import re
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway import slots
+from gateway.attempt import Tally, try_once
 from gateway.context import Gateway
 from gateway.core.batchplan import encode, merge, parse_batch_body
 from gateway.core.classify import Batch, CreateOp, RawRequest, request_params
-from gateway.core.outcome import parse_json
 from gateway.delivery import Delivery
 from gateway.errors import BadRequest, GatewayError, JobClosed, StoreError
 from gateway.jobs import load_job
@@ -42,7 +43,7 @@ from gateway.settle import (
     timed,
 )
 from gateway.slots import JobPlan
-from gateway.upstream import accept_encoding, decode_body, map_errors
+from gateway.upstream import accept_encoding
 
 _FORM, _JSON = "application/x-www-form-urlencoded", "application/json"
 
@@ -61,15 +62,21 @@ async def _copy_account(gw: Gateway, op: CreateOp, token: str | None, version: s
         return None
     url = f"{gw.settings.upstream}/{version}{op.parent_id}"
     try:
-        with map_errors(create=False):
-            async with gw.session.get(
-                url, params={"fields": "account_id", "access_token": token}, timeout=gw.timeout
-            ) as resp:
-                doc = parse_json(
-                    decode_body(await resp.read(), resp.headers.get("Content-Encoding"))
-                )
+        reply = await try_once(
+            gw,
+            Tally.start(gw),
+            method="GET",
+            url=url,
+            params={"fields": "account_id", "access_token": token},
+            headers=CIMultiDict(),
+            data=None,
+            account=None,
+            create=False,
+            kind="lookup",
+        )
     except GatewayError:
         return None
+    doc = reply.doc
     account = doc.get("account_id") if isinstance(doc, dict) else None
     return f"act_{account}" if account else None
 

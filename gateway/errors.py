@@ -78,6 +78,8 @@ class GatewayError(Exception):
         self._status = status
         self.retry_after = retry_after
         self.error_data = error_data
+        # Response headers that say what happened before the error (X-Gateway-Attempts, ...).
+        self.headers: dict[str, str] = {}
 
     @property
     def spec(self) -> ErrorSpec:

@@ -63,7 +63,7 @@ def new_request_id() -> str:
 
 
 def error_response(exc: GatewayError, request_id: str) -> web.Response:
-    headers = {REQUEST_ID_HEADER: request_id}
+    headers = {**exc.headers, REQUEST_ID_HEADER: request_id}
     if exc.spec.transient:
         headers["Retry-After"] = str(max(1, round(exc.retry_after or 1)))
     return web.json_response(exc.envelope(request_id), status=exc.status, headers=headers)
@@ -292,6 +292,23 @@ async def _pass_through(
     deadline and the retry budget); any call Graph throttled is held at the gate and sent
     again, when its body can be sent again. Other failures come back as Graph gave them."""
     tally = Tally.start(gw)
+    try:
+        return await _forward(gw, request, request_id, url, headers, body, tally)
+    except GatewayError as exc:
+        if tally.attempts:
+            exc.headers.update(tally.headers())
+        raise
+
+
+async def _forward(
+    gw: Gateway,
+    request: web.Request,
+    request_id: str,
+    url: URL,
+    headers: CIMultiDict[str],
+    body: Body | None,
+    tally: Tally,
+) -> web.StreamResponse:
     await gw.budget.request()
     safe = request.method in _SAFE_METHODS
     resendable = not callable(body)
@@ -310,6 +327,7 @@ async def _pass_through(
                 create=False,
                 kind="passthrough",
                 stream=True,
+                read_doc=False,
             )
         except UpstreamError as exc:
             # Only GET, HEAD and OPTIONS change nothing; any other call that loses its answer

@@ -16,10 +16,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from gateway.clock import Clock
 from gateway.core.ratelimit import (
+    AD_ACCOUNT_USAGE,
     APP,
+    APP_USAGE,
+    BUC_USAGE,
     DEFAULT_KIND,
+    INSIGHTS_THROTTLE,
     GateState,
     ThrottlePolicy,
     Usage,
@@ -37,6 +43,9 @@ from gateway.core.ratelimit import (
 from gateway.errors import Throttled
 
 R = TypeVar("R")
+_FRESH = GateState()  # the state of a gate never written (frozen: safe to share)
+# Usage headers; aiohttp's header multidicts compare names case-insensitively.
+_USAGE_HEADERS = (APP_USAGE, AD_ACCOUNT_USAGE, BUC_USAGE, INSIGHTS_THROTTLE)
 Transition = Callable[[dict[str, GateState]], tuple[R, dict[str, GateState]]]
 
 
@@ -60,9 +69,12 @@ class MemoryGateStore:
         self._states: dict[str, GateState] = {}
 
     async def apply(self, keys: Sequence[str], fn: Transition[R]) -> R:
-        result, new = fn({key: self._states.get(key, GateState()) for key in keys})
+        old = {key: self._states.get(key, _FRESH) for key in keys}
+        result, new = fn(old)
         for key, state in new.items():
-            if state == GateState():
+            if state is old.get(key):
+                continue  # unchanged (the common case: an open gate admitting a call)
+            if state == _FRESH:
                 self._states.pop(key, None)  # a gate that knows nothing need not be kept
             else:
                 self._states[key] = state
@@ -135,6 +147,10 @@ class ThrottleGate:
 
     async def observe(self, headers: Mapping[str, str], account: str | None) -> None:
         """Feed the usage headers of a Graph answer to a call for *account*."""
+        if isinstance(headers, CIMultiDictProxy | CIMultiDict) and not any(
+            name in headers for name in _USAGE_HEADERS
+        ):
+            return  # an answer without usage headers (reads of some nodes, non-Graph upstreams)
         usages = parse_usage(headers, account)
         if not usages:
             return

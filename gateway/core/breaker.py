@@ -248,12 +248,19 @@ def record(
     if b.state is not BreakerState.CLOSED or probe:
         return b
     second = math.floor(now)
-    current = next((x for x in b.buckets if x.second == second), Bucket(second))
-    kept = [x for x in b.buckets if x.second != second and x.second > second - cfg.window_seconds]
-    kept.append(
-        Bucket(second, current.calls + 1, current.failures + (not success), current.slow + slow)
-    )
-    b = replace(b, buckets=tuple(sorted(kept, key=lambda x: x.second)))
+    buckets = b.buckets
+    if buckets and buckets[-1].second == second and buckets[0].second > second - cfg.window_seconds:
+        # The common case (every call in a busy second): only the newest bucket changes.
+        last = buckets[-1]
+        newest = Bucket(second, last.calls + 1, last.failures + (not success), last.slow + slow)
+        b = replace(b, buckets=(*buckets[:-1], newest))
+    else:
+        current = next((x for x in buckets if x.second == second), Bucket(second))
+        kept = [x for x in buckets if x.second != second and x.second > second - cfg.window_seconds]
+        kept.append(
+            Bucket(second, current.calls + 1, current.failures + (not success), current.slow + slow)
+        )
+        b = replace(b, buckets=tuple(sorted(kept, key=lambda x: x.second)))
     stats = window_stats(b, now)
     if stats.calls >= cfg.minimum_calls and (
         stats.failure_rate >= cfg.failure_rate_threshold

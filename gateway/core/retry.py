@@ -370,6 +370,19 @@ def _count(
 ) -> BudgetState:
     """*state* with buckets older than *window* dropped and the counts added at *now*."""
     second = math.floor(now)
+    buckets = state.buckets
+    if (
+        buckets
+        and buckets[-1].second == second
+        and buckets[0].second > second - window
+        and state.window_seconds == window
+    ):
+        # The common case (every call in a busy second): only the newest bucket changes.
+        last = buckets[-1]
+        if not (requests or retries):
+            return state
+        newest = BudgetBucket(second, last.requests + requests, last.retries + retries)
+        return BudgetState(window, (*buckets[:-1], newest))
     counts = {
         b.second: (b.requests, b.retries) for b in state.buckets if b.second > second - window
     }

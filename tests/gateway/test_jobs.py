@@ -576,6 +576,7 @@ class TestDeclaration:
         await graph_sim.add_fault(kind="error", op="list", times=20)
         lost = await create(http, gateway, "adsets", adset_params(cid), job_id=job_id)
         lost.refused(504, "outcome_unknown")
+        assert lost.headers["X-Gateway-Attempts"] == "1"  # looked, never sent again
         assert len(await graph_sim.objects(type="adset")) == 2
         shown = await progress(http, gateway, job_id)
         assert shown.status == 200, shown.body

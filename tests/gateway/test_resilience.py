@@ -217,8 +217,11 @@ async def test_a_throttled_account_waits_or_gets_429_while_another_account_runs(
         params = {"access_token": "sim-token-alice"}
         await graph_sim.throttle("act_1001", 60)
         async with http.get(f"{gw.url}/v25.0/act_1001/campaigns", params=params) as resp:
-            first = resp.status  # Graph's throttle: the gate closes for the regain time
-        assert first == 429
+            # Graph's throttle closes the gate for the regain time, past this call's deadline.
+            assert resp.status == 429
+            assert (await resp.json())["error"]["gateway_reason"] == "throttled"
+            assert resp.headers["X-Gateway-Attempts"] == "1"
+            assert int(resp.headers["Retry-After"]) > 30
         arrived = (await graph_sim.requests())["http_requests"]
 
         async def timed(account: str) -> tuple[int, float]:
@@ -315,3 +318,22 @@ async def test_a_lost_batch_answer_after_3_of_5_creates_exactly_2_more(
         assert {json.loads(e["body"])["id"] for e in answer} <= live
         slots = await gw.gateway.jobs.slots(job_id)
         assert {s.graph_id for s in slots if s.entity_type == "adset"} == live
+
+
+async def test_a_fresh_entity_graph_calls_missing_is_read_again_and_an_unknown_one_is_not(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    """100/33 right after the gateway created the campaign: read-after-write lag, asked again;
+    the same error for an id the gateway never created is Graph's answer, returned at once."""
+    missing = {"status": 400, "code": 100, "subcode": 33, "is_transient": False}
+    async with _gateway(graph_sim, tmp_path, _resilient_policy()) as gw:
+        cid = (await create(http, gw, "campaigns", campaign_params())).body["id"]
+        params = {"access_token": "sim-token-alice", "fields": "name"}
+        await graph_sim.add_fault(kind="error", op="read", times=1, **missing)
+        async with http.get(f"{gw.url}/v25.0/{cid}", params=params) as resp:
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["X-Gateway-Attempts"] == "2"
+        await graph_sim.add_fault(kind="error", op="read", times=1, **missing)
+        async with http.get(f"{gw.url}/v25.0/120299999999999999", params=params) as resp:
+            assert resp.status == 400
+            assert resp.headers["X-Gateway-Attempts"] == "1"
