@@ -49,6 +49,7 @@ from gateway.errors import (
     OutcomeUnknown,
     UpstreamUnavailable,
 )
+from gateway.jobfail import check_after_refusal
 from gateway.lookup import CHILD_EDGES, children, reconcile_now
 from gateway.model import EntityState, Intent, Outcome
 from gateway.settle import (
@@ -262,6 +263,7 @@ class Delivery:
         if throttle_error is not None:
             await self._hold(throttle_error)
         await self._record(final)
+        await self._check_job(final)
         if unknown:
             await self._record(unknown)
             absent = await self._reconcile(list(unknown))
@@ -279,6 +281,15 @@ class Delivery:
             return again, "throttle"
         reason = "reconciled_absent" if "reconciled_absent" in reasons else "transient"
         return again, reason
+
+    async def _check_job(self, final: dict[int, OpOutcome]) -> None:
+        """A job's create refused for good may mean its account stopped taking writes: look,
+        and fail the job if so (gateway.jobfail)."""
+        if self.plan is None:
+            return
+        refusal = next((o.error for o in final.values() if isinstance(o, Failed)), None)
+        if refusal is not None:
+            await check_after_refusal(self.gw, self.plan.job, refusal, self.call.decision.token)
 
     async def _hold(self, error: Mapping[str, Any]) -> None:
         """A throttle the gate does not know of yet (an entry of a batch): close it."""

@@ -25,7 +25,7 @@ from gateway.errors import (
     UpstreamUnavailable,
     VerificationFailed,
 )
-from gateway.model import JobRecord, JobSpec, SlotRecord, SlotState
+from gateway.model import JobRecord, JobSpec, JobStatus, SlotRecord, SlotState
 
 JOBS_PATH = "/_gateway/v1/jobs"
 ENTITY_TYPES = frozenset({"campaign", "adset", "ad", "adcreative", "adimage", "advideo"})
@@ -110,6 +110,14 @@ def job_json(job: JobRecord, slots: list[SlotRecord] | None = None) -> dict[str,
             (s.graph_id for s in slots if s.entity_type == "campaign" and s.graph_id), None
         )
         doc["campaign_id"] = campaign
+        created = sum(1 for s in slots if s.state is SlotState.CREATED)
+        if job.status is JobStatus.FAILED:
+            # What was made is kept and listed; undoing it is an explicit admin decision.
+            doc["rollback"] = {
+                "available": created > 0,
+                "entities": created,
+                "dry_run": f"POST /admin/v1/jobs/{job.job_id}/rollback",
+            }
     return doc
 
 

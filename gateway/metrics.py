@@ -164,6 +164,13 @@ class Metrics:
             ["name"],
             registry=r,
         )
+        self.jobs_failed = Counter(
+            "gateway_jobs_failed_total",
+            "Jobs the gateway closed as failed, by why (account_not_active: a create was "
+            "refused and Graph shows the ad account is no longer active).",
+            ["why"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Requests being handled on the proxy port.", registry=r
         )

@@ -103,7 +103,8 @@ class TestSlotsThroughFailures:
         failure: str,
     ) -> None:
         """10 ad set slots: the 5th create fails for good → 1-4 created, 5-10 free; the retry
-        takes slot 5 again (X-Gateway-Slot: 5)."""
+        takes slot 5 again (X-Gateway-Slot: 5) — unless the refusal was the account's
+        suspension, which fails the job."""
         job_id = await job(http, gateway, {"campaign": 1, "adset": 10})
         cid = await job_campaign(http, gateway, job_id)
         if failure == "invalid_parameter":
@@ -129,9 +130,16 @@ class TestSlotsThroughFailures:
             "unknown": 0,
             "free": 6,
         }
-        assert shown["status"] == "in_progress"
         if failure == "suspend_account":
+            # Graph shows the account is no longer active: the job failed (seed scenario 4,
+            # tests/gateway/test_job_failure.py) and takes no more creates, even once the
+            # account is active again.
+            assert shown["status"] == "failed"
             await graph_sim.put_account(id="act_1001", account_status=1, disable_reason=0)
+            again = await create(http, gateway, "adsets", adset_params(cid, "s5"), job_id=job_id)
+            again.refused(409, "job_closed")
+            return
+        assert shown["status"] == "in_progress"
         retried = await create(http, gateway, "adsets", adset_params(cid, "s5"), job_id=job_id)
         assert retried.status == 200, retried.body
         assert retried.headers["X-Gateway-Slot"] == "5"
