@@ -73,12 +73,19 @@ async def children(
     *,
     account: str | None = None,
     tally: Tally | None = None,
+    since: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Every child listed at *path* (filtered by *name* when given), all pages. Raises
-    GatewayError when Graph cannot list them (after retrying transient failures)."""
+    """Every child listed at *path* (filtered by *name* when given, and by created_time after
+    *since*, POSIX seconds), all pages. Raises GatewayError when Graph cannot list them (after
+    retrying transient failures)."""
     params: dict[str, str] = {"fields": fields, "limit": "500", "access_token": token}
+    filters: list[dict[str, Any]] = []
     if name is not None:
-        params["filtering"] = json.dumps([{"field": "name", "operator": "EQUAL", "value": name}])
+        filters.append({"field": "name", "operator": "EQUAL", "value": name})
+    if since is not None:
+        filters.append({"field": "created_time", "operator": "GREATER_THAN", "value": since})
+    if filters:
+        params["filtering"] = json.dumps(filters)
     # The look-up's tries are its own (they are not tries of the create it serves), inside the
     # same deadline.
     tally = (

@@ -164,11 +164,25 @@ class Metrics:
             ["name"],
             registry=r,
         )
+        self.discrepancies = Counter(
+            "gateway_verification_discrepancies_total",
+            "Post-creation verification findings, by kind (missing: recorded but not on Graph; "
+            "untracked: on Graph, not recorded; mismatched: not as recorded).",
+            ["kind"],
+            registry=r,
+        )
         self.jobs_failed = Counter(
             "gateway_jobs_failed_total",
             "Jobs the gateway closed as failed, by why (account_not_active: a create was "
             "refused and Graph shows the ad account is no longer active).",
             ["why"],
+            registry=r,
+        )
+        self.rollback_steps = Counter(
+            "gateway_rollback_steps_total",
+            "Rollback steps (one entity each) by outcome: ok (deleted), already_deleted, "
+            "failed, skipped (Graph shows it outside the campaign rolled back).",
+            ["outcome"],
             registry=r,
         )
         self.in_flight = Gauge(
