@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -15,11 +16,11 @@ V = "/v25.0"
 
 async def _direct(
     http: aiohttp.ClientSession, sim: SimHandle, method: str, path: str, **data: str
-) -> dict:
+) -> dict[str, Any]:
     async with http.request(
         method, f"{sim.url}{V}/{path}", params={"access_token": ALICE}, data=data or None
     ) as resp:
-        body = await resp.json()
+        body: dict[str, Any] = await resp.json()
         assert resp.status == 200, body
         return body
 
