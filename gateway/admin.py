@@ -7,6 +7,7 @@ is set (compared in constant time); without one the port only binds to loopback 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -16,13 +17,13 @@ from typing import Any, get_args
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import logs
+from gateway import logs, rollback
 from gateway.attempt import GRAPH_BREAKER
 from gateway.context import GATEWAY, Gateway
 from gateway.core.breaker import Breaker, ForceMode, describe
-from gateway.errors import ERROR_TABLE, StoreError
+from gateway.errors import ERROR_TABLE, BadRequest, JobNotFound, StoreError
 from gateway.jobs import job_json
-from gateway.model import EntityQuery, EntityRecord, EntityState
+from gateway.model import AuditRecord, EntityQuery, EntityRecord, EntityState
 
 ADMIN_PREFIX = "/admin/v1/"
 MAX_PAGE = 1000
@@ -255,7 +256,8 @@ async def _entities(request: web.Request) -> web.StreamResponse:
 
 
 async def _job(request: web.Request) -> web.StreamResponse:
-    """GET /admin/v1/jobs/{id}: the job, its slots, its verification checks and its entities."""
+    """GET /admin/v1/jobs/{id}: the job, its slots, its verification checks, its entities and
+    its audit trail."""
     gw = request.app[GATEWAY]
     job_id = request.match_info["job_id"]
     try:
@@ -265,6 +267,7 @@ async def _job(request: web.Request) -> web.StreamResponse:
         slots = await gw.jobs.slots(job_id)
         checks = await gw.jobs.checks(job_id)
         page = await gw.ledger.entities(EntityQuery(job_id=job_id, limit=MAX_PAGE))
+        audit = await gw.audit.audit(job_id=job_id, limit=MAX_PAGE)
     except StoreError as exc:
         return _error(503, f"ledger unavailable: {exc.message}")
     body = job_json(job, slots)
@@ -282,6 +285,123 @@ async def _job(request: web.Request) -> web.StreamResponse:
     ]
     body["checks"] = [asdict(c) for c in checks]
     body["entities"] = [entity_json(r) for r in page.items]
+    # Newest first; the whole trail is on /admin/v1/audit?job=<id>.
+    body["audit"] = [audit_json(r) for r in audit.items]
+    return web.json_response(body)
+
+
+# --- rollback and audit (DESIGN.md §2 invariant 8, §6 "Rollback") ----------------------------
+
+ROLLBACK_KEYS = frozenset({"dry_run", "reason", "access_token", "actor"})
+MAX_ACTOR = 128
+
+
+def audit_json(record: AuditRecord) -> dict[str, Any]:
+    doc = asdict(record)
+    doc["detail"] = dict(record.detail)
+    doc["created_at"] = record.created_at.isoformat()
+    return doc
+
+
+async def _rollback_body(request: web.Request) -> tuple[dict[str, Any], list[str]]:
+    """The body of a rollback request, and every problem with it. No body: a dry run."""
+    raw = await request.read()
+    try:
+        doc = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return {}, ['body: a JSON object {"dry_run": false, "reason": "..."}']
+    problems = [f"{key}: not a rollback parameter" for key in sorted(set(doc) - ROLLBACK_KEYS)]
+    if not isinstance(doc.setdefault("dry_run", True), bool):
+        problems.append("dry_run: true or false")
+    reason = doc.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > rollback.MAX_REASON):
+        problems.append(f"reason: a string of at most {rollback.MAX_REASON} characters")
+    elif doc["dry_run"] is False and not (reason or "").strip():
+        problems.append("reason: required to execute a rollback (it goes into every audit row)")
+    if not isinstance(doc.get("access_token", ""), str):
+        problems.append("access_token: a string")
+    actor = doc.get("actor", rollback.DEFAULT_ACTOR)
+    if not isinstance(actor, str) or not 1 <= len(actor.strip()) <= MAX_ACTOR:
+        problems.append(f"actor: a name of 1 to {MAX_ACTOR} characters")
+    return doc, problems
+
+
+async def _job_rollback(request: web.Request) -> web.StreamResponse:
+    """POST /admin/v1/jobs/{id}/rollback {"dry_run": true} → the plan (nothing changes);
+    {"dry_run": false, "reason": "...", "access_token"?} → executes it, answers the report."""
+    return await _rollback(request, job_id=request.match_info["job_id"])
+
+
+async def _campaign_rollback(request: web.Request) -> web.StreamResponse:
+    """POST /admin/v1/campaigns/{id}/rollback: the same for a campaign tree in the ledger."""
+    return await _rollback(request, campaign_id=request.match_info["campaign_id"])
+
+
+async def _rollback(
+    request: web.Request, *, job_id: str | None = None, campaign_id: str | None = None
+) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    doc, problems = await _rollback_body(request)
+    if problems:
+        return _rejected("bad_request", "; ".join(problems), problems=problems)
+    try:
+        if doc["dry_run"]:
+            planned = await rollback.plan(gw, job_id=job_id, campaign_id=campaign_id)
+            return web.json_response(rollback.plan_json(planned))
+        report = await rollback.execute(
+            gw,
+            job_id=job_id,
+            campaign_id=campaign_id,
+            reason=doc["reason"],
+            token=doc.get("access_token") or None,
+            actor=doc.get("actor", rollback.DEFAULT_ACTOR).strip(),
+        )
+    except JobNotFound as exc:
+        return _rejected("job_not_found", exc.message)
+    except rollback.CampaignNotRecorded as exc:
+        return _error(404, str(exc))
+    except BadRequest as exc:
+        return _rejected("bad_request", exc.message)
+    except StoreError as exc:
+        return _error(503, f"ledger unavailable: {exc.message}")
+    return web.json_response(rollback.report_json(report))
+
+
+async def _audit(request: web.Request) -> web.StreamResponse:
+    """GET /admin/v1/audit?job=&campaign=&graph_id=&action=&limit=&before= (newest first)."""
+    q = request.query
+    problems = []
+    try:
+        limit = int(q.get("limit", "100"))
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError
+    except ValueError:
+        problems.append(f"limit: an integer from 1 to {MAX_PAGE}")
+        limit = 100
+    before = None
+    if "before" in q:
+        try:
+            before = int(q["before"])
+        except ValueError:
+            problems.append("before: the integer cursor from paging.next")
+    if problems:
+        return _rejected("bad_request", "; ".join(problems), problems=problems)
+    try:
+        page = await request.app[GATEWAY].audit.audit(
+            job_id=q.get("job"),
+            campaign_id=q.get("campaign"),
+            graph_id=q.get("graph_id"),
+            action=q.get("action"),
+            before_id=before,
+            limit=limit,
+        )
+    except StoreError as exc:
+        return _error(503, f"ledger unavailable: {exc.message}")
+    body: dict[str, Any] = {"data": [audit_json(r) for r in page.items], "paging": {}}
+    if page.next_before_id is not None:
+        body["paging"]["next"] = str(request.rel_url.update_query(before=str(page.next_before_id)))
     return web.json_response(body)
 
 
@@ -296,4 +416,7 @@ def create_admin_app(gw: Gateway) -> web.Application:
     app.router.add_get("/admin/v1/breakers", _breakers)
     app.router.add_post("/admin/v1/breakers/{name}", _force_breaker)
     app.router.add_get("/admin/v1/accounts", _accounts)
+    app.router.add_post("/admin/v1/jobs/{job_id}/rollback", _job_rollback)
+    app.router.add_post("/admin/v1/campaigns/{campaign_id}/rollback", _campaign_rollback)
+    app.router.add_get("/admin/v1/audit", _audit)
     return app

@@ -137,6 +137,7 @@ async def open_gateway(
             ledger=ledger,
             jobs=ledger,  # type: ignore[arg-type]  # both stores implement every port
             idempotency=ledger,  # type: ignore[arg-type]  # both stores implement every port
+            audit=ledger,  # type: ignore[arg-type]  # both stores implement every port
             session=session,
             verifier=Verifier(session, settings.upstream, policy.verification, clock, timeout),
             metrics=metrics,

@@ -17,7 +17,7 @@ from gateway.clock import Clock
 from gateway.core.classify import CreateRules
 from gateway.core.policy import PolicySet
 from gateway.metrics import Metrics
-from gateway.ports import IdempotencyStore, JobStore, Ledger
+from gateway.ports import AuditStore, IdempotencyStore, JobStore, Ledger
 from gateway.ratequeue import ThrottleGate
 from gateway.settings import Settings
 from gateway.verification import Verifier
@@ -37,6 +37,7 @@ class Gateway:
     ledger: Ledger
     jobs: JobStore
     idempotency: IdempotencyStore
+    audit: AuditStore  # the audit trail of safety actions (rollbacks, ...)
     session: aiohttp.ClientSession
     metrics: Metrics
     clock: Clock

@@ -171,6 +171,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.repairs = Counter(
+            "gateway_repairs_total",
+            "Job repairs after verification, by move (freed: a missing entity's slot freed for "
+            "the re-drive; adopted: an untracked entity taken into a free slot).",
+            ["move"],
+            registry=r,
+        )
         self.jobs_failed = Counter(
             "gateway_jobs_failed_total",
             "Jobs the gateway closed as failed, by why (account_not_active: a create was "

@@ -123,10 +123,32 @@ class JobStatus(StrEnum):
     IN_PROGRESS = "in_progress"  # at least one slot reserved
     COMPLETED = "completed"  # every slot created
     FAILED = "failed"  # refused by Graph for good (e.g. the account was suspended): no creates
-    ROLLED_BACK = "rolled_back"  # no creates
+    ROLLED_BACK = "rolled_back"  # every entity of the job deleted by an admin rollback; no creates
+    # A rollback is running, or ended with steps that failed: no creates; executing the
+    # rollback again finishes it (gateway/rollback.py)
+    PARTIALLY_ROLLED_BACK = "partially_rolled_back"
 
 
-CLOSED_JOB_STATES = frozenset({JobStatus.FAILED, JobStatus.ROLLED_BACK})
+@dataclass(frozen=True)
+class JobQuery:
+    """Filters and keyset paging for `JobStore.list_jobs` (newest first)."""
+
+    status: JobStatus | None = None
+    account_id: str | None = None
+    since: datetime | None = None  # created at or after
+    before: tuple[datetime, str] | None = None  # keyset cursor: (created_at, job_id) of the last
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class JobPage:
+    items: tuple[JobRecord, ...]
+    next_before: tuple[datetime, str] | None = None  # None: the last page
+
+
+CLOSED_JOB_STATES = frozenset(
+    {JobStatus.FAILED, JobStatus.ROLLED_BACK, JobStatus.PARTIALLY_ROLLED_BACK}
+)
 
 
 class SlotState(StrEnum):
@@ -274,3 +296,60 @@ class Mismatch:
 
 
 Claim = Claimed | Replay | InProgress | Mismatch
+
+
+# --- the audit trail of safety actions (DESIGN.md §2 invariant 8, §3.3) ---------------------
+
+
+class AuditAction(StrEnum):
+    """What an audit row records. The column is free text (bounded), so a new action needs
+    no migration; these are the ones the gateway writes."""
+
+    VERIFICATION = "verification"
+    REPAIR = "repair"
+    CAP_REJECTION = "cap_rejection"
+    ROLLBACK_PLAN = "rollback_plan"  # an executed rollback's plan, before its first delete
+    ROLLBACK_STEP = "rollback_step"  # one entity: its backup and what its delete did
+    ROLLBACK = "rollback"  # an executed rollback's summary
+
+
+class AuditOutcome(StrEnum):
+    OK = "ok"  # done (a rollback step: Graph deleted the entity)
+    FAILED = "failed"
+    SKIPPED = "skipped"  # deliberately not done (e.g. the entity is not where the ledger says)
+    ALREADY_DELETED = "already_deleted"  # Graph shows the entity deleted (or gone) already
+    PARTIAL = "partial"  # a summary: some steps failed
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row to append to the audit trail. Never holds an access token."""
+
+    action: str  # an AuditAction value (free text up to 64 characters)
+    outcome: str  # an AuditOutcome value (free text up to 32 characters)
+    job_id: str | None = None
+    campaign_id: str | None = None
+    graph_id: str | None = None  # the entity the row is about, if one
+    reason: str = ""  # why: the operator's reason for a rollback, a check's finding, ...
+    detail: Mapping[str, Any] = field(default_factory=dict)  # e.g. a backup of the entity
+    actor: str = "gateway"  # who: "admin" (the admin API), "gateway" (automatic)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int  # increasing; the keyset cursor
+    action: str
+    outcome: str
+    job_id: str | None
+    campaign_id: str | None
+    graph_id: str | None
+    reason: str
+    detail: Mapping[str, Any]
+    actor: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    items: tuple[AuditRecord, ...]
+    next_before_id: int | None = None  # pass as before_id for the next page; None: last page

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from gateway.model import (
+    AuditEntry,
+    AuditPage,
     CheckResult,
     Claim,
     Discovered,
@@ -17,6 +19,8 @@ from gateway.model import (
     EntityQuery,
     EntityRecord,
     Intent,
+    JobPage,
+    JobQuery,
     JobRecord,
     JobSpec,
     JobStatus,
@@ -114,6 +118,11 @@ class JobStore(Protocol):
     async def job(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
 
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        """Jobs matching every filter given, newest first (created_at, then job_id, both
+        descending), one page of at most `query.limit`; `next_before` is the cursor for the
+        next page (None on the last). A limit below 1 raises ValueError."""
+
     async def job_by_ref(self, caller: str, external_ref: str) -> JobRecord | None:
         """The job *caller* declared with *external_ref*, or None."""
 
@@ -140,6 +149,22 @@ class JobStore(Protocol):
         self, job_id: str, entity_type: str, slot_no: int, *, graph_id: str | None, now: datetime
     ) -> None:
         """Recovery: an UNKNOWN or RESERVED slot becomes CREATED (graph_id) or FREE (None)."""
+
+    async def repair_slot(
+        self,
+        job_id: str,
+        entity_type: str,
+        slot_no: int,
+        *,
+        was: str | None,
+        graph_id: str | None,
+        now: datetime,
+    ) -> bool:
+        """Repair after post-creation verification, atomically and only if the slot is as
+        expected: *was* a graph id → the slot must be CREATED with it; *was* None → it must be
+        FREE. It becomes CREATED with *graph_id*, or FREE when *graph_id* is None. A freed
+        slot reopens a completed job (in_progress); filling the last one completes it.
+        Returns whether the slot changed."""
 
     async def slots(self, job_id: str) -> list[SlotRecord]:
         """Every slot of the job, by type then number."""
@@ -209,3 +234,35 @@ class IdempotencyStore(Protocol):
 
     async def reap(self, *, now: datetime) -> int:
         """Delete finished records retained past their time; return how many."""
+
+
+class AuditStore(Protocol):
+    """The audit trail of safety actions (verifications, repairs, rollbacks, cap rejections):
+    append-only, rows are never changed or deleted. Every method is one transaction; store
+    failures raise `StoreUnavailable`, like the Ledger's. No row may hold an access token."""
+
+    async def record_audit(self, entries: Sequence[AuditEntry], *, now: datetime) -> list[int]:
+        """Append *entries* (all of them or, on any failure, none); return their ids in order.
+
+        Ids increase in the order given (gaps possible) and are never reused. Every row gets
+        created_at = *now* (timezone-aware, else ValueError). A value the schema refuses (an
+        empty or over-long action/outcome/actor, a detail over its size bound) raises
+        ValueError and writes nothing. An empty *entries* writes nothing and returns [].
+        """
+
+    async def audit(
+        self,
+        *,
+        job_id: str | None = None,
+        campaign_id: str | None = None,
+        graph_id: str | None = None,
+        action: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> AuditPage:
+        """Rows matching every filter given, newest first (id descending), one page of at most
+        *limit*; `before_id` is the keyset cursor (rows with id < before_id).
+
+        `next_before_id` is None on the last page (also when it is exactly full). A limit below
+        1 raises ValueError.
+        """

@@ -34,6 +34,7 @@ from gateway.model import (
 )
 from gateway.stores.closing import AsyncClosing
 from gateway.stores.migrate import Migration, apply_postgres
+from gateway.stores.postgres_audit import PostgresAudit
 from gateway.stores.postgres_base import canonical_json, translated, utc
 from gateway.stores.postgres_idempotency import PostgresIdempotency
 from gateway.stores.postgres_jobs import PostgresJobs
@@ -79,7 +80,7 @@ def _record(row: Any) -> EntityRecord:
     )
 
 
-class PostgresLedger(PostgresJobs, PostgresIdempotency, AsyncClosing):
+class PostgresLedger(PostgresJobs, PostgresIdempotency, PostgresAudit, AsyncClosing):
     """The `Ledger`, `JobStore` and `IdempotencyStore` on PostgreSQL; open it with
     `open_postgres_ledger`."""
 

@@ -25,6 +25,8 @@ from gateway.errors import StoreConflict
 from gateway.model import (
     AlreadyCreated,
     CheckResult,
+    JobPage,
+    JobQuery,
     JobRecord,
     JobSpec,
     JobStatus,
@@ -239,6 +241,35 @@ class PostgresJobs(PostgresBase):
         )
         return job_record(rows[0]) if rows else None
 
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        if query.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {query.limit}")
+        where: list[str] = []
+        params: list[Any] = []
+
+        def arg(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if query.status is not None:
+            where.append(f"status = {arg(JobStatus(query.status).value)}")
+        if query.account_id is not None:
+            where.append(f"account_id = {arg(query.account_id)}")
+        if query.since is not None:
+            where.append(f"created_at >= {arg(utc(query.since))}")
+        if query.before is not None:
+            at, job_id = utc(query.before[0]), query.before[1]
+            where.append(f"(created_at, job_id) < ({arg(at)}, {arg(job_id)})")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._fetch(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {clause}"  # noqa: S608 - fixed columns and clauses
+            f" ORDER BY created_at DESC, job_id DESC LIMIT {arg(query.limit + 1)}",
+            *params,
+        )
+        items = tuple(job_record(r) for r in rows[: query.limit])
+        more = len(rows) > query.limit
+        return JobPage(items, (items[-1].created_at, items[-1].job_id) if more else None)
+
     async def job_by_ref(self, caller: str, external_ref: str) -> JobRecord | None:
         rows = await self._fetch(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE caller = $1 AND external_ref = $2",  # noqa: S608 - fixed columns
@@ -345,6 +376,48 @@ class PostgresJobs(PostgresBase):
             )
             if state == SlotState.CREATED:
                 await _complete_if_done(conn, [job_id], at)
+
+    async def repair_slot(
+        self,
+        job_id: str,
+        entity_type: str,
+        slot_no: int,
+        *,
+        was: str | None,
+        graph_id: str | None,
+        now: datetime,
+    ) -> bool:
+        at = utc(now)
+        async with self._transaction() as conn:
+            changed = await conn.fetchval(
+                """
+                UPDATE slots
+                SET state = CASE WHEN $5::text IS NULL THEN 'free' ELSE 'created' END,
+                    graph_id = $5, request_id = NULL, updated_at = $6
+                WHERE job_id = $1 AND entity_type = $2 AND slot_no = $3
+                  AND (($4::text IS NULL AND state = 'free')
+                       OR ($4::text IS NOT NULL AND state = 'created' AND graph_id = $4))
+                RETURNING 1
+                """,
+                job_id,
+                entity_type,
+                slot_no,
+                was,
+                graph_id,
+                at,
+            )
+            if not changed:
+                return False
+            if graph_id is None:
+                await conn.execute(
+                    "UPDATE jobs SET status = 'in_progress', updated_at = $2"
+                    " WHERE job_id = $1 AND status = 'completed'",
+                    job_id,
+                    at,
+                )
+            else:
+                await _complete_if_done(conn, [job_id], at)
+            return True
 
     async def slots(self, job_id: str) -> list[SlotRecord]:
         rows = await self._fetch(

@@ -35,6 +35,7 @@ from gateway.model import (
 )
 from gateway.stores.closing import AsyncClosing
 from gateway.stores.migrate import Migration, apply_sqlite
+from gateway.stores.sqlite_audit import SqliteAudit
 from gateway.stores.sqlite_base import canonical_json, instant, timestamp
 from gateway.stores.sqlite_idempotency import SqliteIdempotency
 from gateway.stores.sqlite_jobs import SqliteJobs
@@ -106,7 +107,7 @@ def _placeholders(rows: int, columns: int) -> str:
     return ", ".join([one] * rows)
 
 
-class SqliteLedger(SqliteJobs, SqliteIdempotency, AsyncClosing):
+class SqliteLedger(SqliteJobs, SqliteIdempotency, SqliteAudit, AsyncClosing):
     """The `Ledger`, `JobStore` and `IdempotencyStore` on one SQLite file; open it with
     `open_sqlite_ledger`."""
 

@@ -18,6 +18,8 @@ from typing import Any
 from gateway.model import (
     AlreadyCreated,
     CheckResult,
+    JobPage,
+    JobQuery,
     JobRecord,
     JobSpec,
     JobStatus,
@@ -198,6 +200,32 @@ class SqliteJobs(SqliteBase):
         rows = await self._read(_SELECT_JOB, (job_id,))
         return job_record(rows[0]) if rows else None
 
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        if query.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {query.limit}")
+        where, params = [], []
+        if query.status is not None:
+            where.append("status = ?")
+            params.append(JobStatus(query.status).value)
+        if query.account_id is not None:
+            where.append("account_id = ?")
+            params.append(query.account_id)
+        if query.since is not None:
+            where.append("created_at >= ?")
+            params.append(timestamp(query.since))
+        if query.before is not None:
+            where.append("(created_at, job_id) < (?, ?)")
+            params.extend([timestamp(query.before[0]), query.before[1]])
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {clause}"  # noqa: S608 - fixed columns and clauses
+            " ORDER BY created_at DESC, job_id DESC LIMIT ?",
+            (*params, query.limit + 1),
+        )
+        items = tuple(job_record(r) for r in rows[: query.limit])
+        more = len(rows) > query.limit
+        return JobPage(items, (items[-1].created_at, items[-1].job_id) if more else None)
+
     async def job_by_ref(self, caller: str, external_ref: str) -> JobRecord | None:
         rows = await self._read(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE caller = ? AND external_ref = ?",  # noqa: S608 - fixed columns
@@ -264,6 +292,44 @@ class SqliteJobs(SqliteBase):
                 conn.execute(_COMPLETE_IF_DONE, (job_id, at))
 
         await self._writer.submit(run)
+
+    async def repair_slot(
+        self,
+        job_id: str,
+        entity_type: str,
+        slot_no: int,
+        *,
+        was: str | None,
+        graph_id: str | None,
+        now: datetime,
+    ) -> bool:
+        at = timestamp(now)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            changed = conn.execute(
+                """
+                UPDATE slots
+                SET state = CASE WHEN ?5 IS NULL THEN 'free' ELSE 'created' END,
+                    graph_id = ?5, request_id = NULL, updated_at = ?6
+                WHERE job_id = ?1 AND entity_type = ?2 AND slot_no = ?3
+                  AND ((?4 IS NULL AND state = 'free')
+                       OR (?4 IS NOT NULL AND state = 'created' AND graph_id = ?4))
+                """,
+                (job_id, entity_type, slot_no, was, graph_id, at),
+            ).rowcount
+            if not changed:
+                return False
+            if graph_id is None:
+                conn.execute(
+                    "UPDATE jobs SET status = 'in_progress', updated_at = ?2"
+                    " WHERE job_id = ?1 AND status = 'completed'",
+                    (job_id, at),
+                )
+            else:
+                conn.execute(_COMPLETE_IF_DONE, (job_id, at))
+            return True
+
+        return await self._writer.submit(run)
 
     async def slots(self, job_id: str) -> list[SlotRecord]:
         rows = await self._read(

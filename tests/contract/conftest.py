@@ -1,8 +1,8 @@
 """Backend-parametrised store fixtures: every contract test runs on SQLite and PostgreSQL.
 
 One object per backend implements every store port (`Ledger`, `JobStore`,
-`IdempotencyStore`); `job_store` and `idempotency_store` are the ledger under test seen
-through one port, so a suite can only use what its Protocol promises.
+`IdempotencyStore`, `AuditStore`); `job_store`, `idempotency_store` and `audit_store` are the
+ledger under test seen through one port, so a suite can only use what its Protocol promises.
 
 Isolation: SQLite gets a fresh file in `tmp_path` per test; PostgreSQL gets a fresh schema per
 test in the `test` database, named in the DSN's `search_path` (asyncpg passes unknown query
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ports import IdempotencyStore, JobStore, Ledger
+from gateway.ports import AuditStore, IdempotencyStore, JobStore, Ledger
 from gateway.stores.postgres import PostgresLedger, open_postgres_ledger
 from gateway.stores.sqlite import SqliteLedger, open_sqlite_ledger
 from tests.pgschema import scratch_schema
@@ -110,3 +110,9 @@ def idempotency_store_factory(ledger_factory: LedgerFactory) -> IdempotencyStore
         return _both(await ledger_factory())
 
     return open_one
+
+
+@pytest.fixture
+async def audit_store(ledger: Ledger) -> AuditStore:
+    """The ledger under test through its AuditStore port."""
+    return _both(ledger)

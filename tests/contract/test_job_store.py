@@ -14,6 +14,7 @@ from gateway.errors import StoreConflict, StoreUnavailable
 from gateway.model import (
     AlreadyCreated,
     CheckResult,
+    JobQuery,
     JobRecord,
     JobSpec,
     JobStatus,
@@ -377,6 +378,21 @@ class TestJobStatus:
         assert record is not None
         assert (record.status, record.updated_at) == (JobStatus.FAILED, T1)
 
+    @pytest.mark.parametrize(
+        "closed", [JobStatus.ROLLED_BACK, JobStatus.PARTIALLY_ROLLED_BACK, JobStatus.FAILED]
+    )
+    async def test_every_closed_status_is_stored_and_read_back(
+        self, job_store: JobStore, closed: JobStatus
+    ) -> None:
+        """Every status a rollback or a failure leaves (migration 0003 allows
+        partially_rolled_back) is stored; moving between them works both ways."""
+        await new_job(job_store)
+        await job_store.set_job_status("job-1", closed, now=T1)
+        assert await status(job_store) is closed
+        await job_store.set_job_status("job-1", JobStatus.PARTIALLY_ROLLED_BACK, now=T2)
+        await job_store.set_job_status("job-1", JobStatus.ROLLED_BACK, now=T3)
+        assert await status(job_store) is JobStatus.ROLLED_BACK
+
     async def test_a_closed_job_never_becomes_completed(self, job_store: JobStore) -> None:
         """A job marked failed mid-way stays failed even once its in-flight slots are created."""
         await new_job(job_store, {"adset": 1})
@@ -689,3 +705,71 @@ class TestClosed:
         for call in calls:
             with pytest.raises(StoreUnavailable):
                 await call
+
+
+class TestRepairSlot:
+    async def _completed(self, job_store: JobStore) -> None:
+        await new_job(job_store, {"adset": 2})
+        await reserve(job_store, adset(), adset())
+        await job_store.complete_slots(
+            [outcome(1, SlotState.CREATED, "g1"), outcome(2, SlotState.CREATED, "g2")], now=T2
+        )
+        assert await status(job_store) is JobStatus.COMPLETED
+
+    async def test_freeing_a_missing_entity_reopens_the_job_and_adopting_closes_it(
+        self, job_store: JobStore
+    ) -> None:
+        """Created g2 vanished: its slot is freed (job back in progress); an untracked g9
+        adopted into it completes the job again."""
+        await self._completed(job_store)
+        assert await job_store.repair_slot("job-1", "adset", 2, was="g2", graph_id=None, now=T3)
+        freed = await slot(job_store, 2)
+        assert (freed.state, freed.graph_id, freed.request_id) == (SlotState.FREE, None, None)
+        assert await status(job_store) is JobStatus.IN_PROGRESS
+        assert await job_store.repair_slot("job-1", "adset", 2, was=None, graph_id="g9", now=T3)
+        filled = await slot(job_store, 2)
+        assert (filled.state, filled.graph_id) == (SlotState.CREATED, "g9")
+        assert await status(job_store) is JobStatus.COMPLETED
+
+    async def test_a_slot_not_as_expected_is_left_alone(self, job_store: JobStore) -> None:
+        """Another id, a slot not free, a slot in flight: nothing changes (compare-and-set)."""
+        await self._completed(job_store)
+        assert not await job_store.repair_slot("job-1", "adset", 2, was="g7", graph_id=None, now=T3)
+        assert not await job_store.repair_slot("job-1", "adset", 1, was=None, graph_id="g9", now=T3)
+        assert (await slot(job_store, 1)).graph_id == "g1"
+        assert (await slot(job_store, 2)).graph_id == "g2"
+        assert await status(job_store) is JobStatus.COMPLETED
+
+
+class TestListJobs:
+    async def test_filters_and_pages_newest_first(self, job_store: JobStore) -> None:
+        """Five jobs over two accounts: status/account/since filters hold together, and
+        pages of two walk every match once, newest first."""
+        for n in range(5):
+            await job_store.create_job(
+                spec(account_id="act_1" if n % 2 else "act_2", external_ref=f"r{n}"),
+                job_id=f"job-{n}",
+                verification=VERIFICATION,
+                now=T0 + timedelta(seconds=n),
+            )
+        await job_store.set_job_status("job-3", JobStatus.FAILED, now=T3)
+        everything = await job_store.list_jobs(JobQuery(limit=10))
+        assert [j.job_id for j in everything.items] == [f"job-{n}" for n in (4, 3, 2, 1, 0)]
+        assert everything.next_before is None
+        failed = await job_store.list_jobs(JobQuery(status=JobStatus.FAILED))
+        assert [j.job_id for j in failed.items] == ["job-3"]
+        mine = await job_store.list_jobs(
+            JobQuery(account_id="act_1", since=T0 + timedelta(seconds=2))
+        )
+        assert [j.job_id for j in mine.items] == ["job-3"]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = await job_store.list_jobs(JobQuery(limit=2, before=cursor))
+            seen.extend(j.job_id for j in page.items)
+            if page.next_before is None:
+                break
+            cursor = page.next_before
+        assert seen == [f"job-{n}" for n in (4, 3, 2, 1, 0)]
+        with pytest.raises(ValueError, match="limit"):
+            await job_store.list_jobs(JobQuery(limit=0))

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 
 from gateway.postcheck import verify_job
+from gateway.repair import repair_job
 from gateway.testing import SimHandle, running_gateway
 from tests.gateway.test_jobs import ALICE, adset_params, campaign_params, create, job
 
@@ -55,3 +56,56 @@ async def test_one_deleted_and_one_made_directly_are_one_missing_and_one_untrack
         assert report.mismatched == ()
         metrics = await (await http.get(gw.admin_url + "/metrics")).text()
         assert 'gateway_verification_discrepancies_total{kind="missing"} 1.0' in metrics
+
+
+async def test_repair_frees_the_missing_slot_and_adopts_the_untracked_one_into_it(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    """1 missing + 1 untracked → the job holds exactly 3 ad sets again, all live on Graph,
+    all on record; a second verification is clean; nothing was created by the repair."""
+    async with running_gateway(graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}") as gw:
+        job_id = await job(http, gw, {"campaign": 1, "adset": 3})
+        cid = (await create(http, gw, "campaigns", campaign_params(), job_id=job_id)).body["id"]
+        ids = [
+            (await create(http, gw, "adsets", adset_params(cid, f"s{n}"), job_id=job_id)).body["id"]
+            for n in range(3)
+        ]
+        await _direct(http, graph_sim, "DELETE", ids[0])
+        made = await _direct(
+            http, graph_sim, "POST", "act_1001/adsets", **adset_params(cid, "outside")
+        )
+        record = await gw.gateway.jobs.job(job_id)
+        assert record is not None
+        creates = (await graph_sim.requests())["committed"]["create:adset"]
+
+        result = await repair_job(gw.gateway, record, await verify_job(gw.gateway, record, ALICE))
+
+        assert result["freed"] == [{"graph_id": ids[0], "entity_type": "adset", "slot_no": 1}]
+        assert result["adopted"] == [{"graph_id": made["id"], "entity_type": "adset", "slot_no": 1}]
+        live = {o["id"] for o in await graph_sim.objects(type="adset", live=True)}
+        slots = await gw.gateway.jobs.slots(job_id)
+        assert {s.graph_id for s in slots if s.entity_type == "adset"} == live
+        assert len(live) == 3
+        assert (await gw.gateway.jobs.job(job_id)).status.value == "completed"  # type: ignore[union-attr]
+        assert await gw.gateway.ledger.find_by_graph_id(made["id"]) is not None
+        assert (await graph_sim.requests())["committed"]["create:adset"] == creates
+        assert (await verify_job(gw.gateway, record, ALICE)).clean
+
+
+async def test_an_untracked_entity_past_the_cap_is_reported_not_adopted(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    async with running_gateway(graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}") as gw:
+        job_id = await job(http, gw, {"campaign": 1, "adset": 1})
+        cid = (await create(http, gw, "campaigns", campaign_params(), job_id=job_id)).body["id"]
+        mine = await create(http, gw, "adsets", adset_params(cid), job_id=job_id)
+        made = await _direct(
+            http, graph_sim, "POST", "act_1001/adsets", **adset_params(cid, "outside")
+        )
+        record = await gw.gateway.jobs.job(job_id)
+        assert record is not None
+        result = await repair_job(gw.gateway, record, await verify_job(gw.gateway, record, ALICE))
+        assert result["adopted"] == []
+        assert [e["graph_id"] for e in result["not_adopted"]] == [made["id"]]
+        slots = await gw.gateway.jobs.slots(job_id)
+        assert [s.graph_id for s in slots if s.entity_type == "adset"] == [mine.body["id"]]

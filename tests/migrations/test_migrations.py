@@ -158,6 +158,7 @@ async def test_sqlite_and_postgres_reach_the_same_tables_and_columns(
         "slots",
         "pre_creation_verifications",
         "idempotency_keys",
+        "audit",
         "schema_migrations",
     }
     assert ("slot_no", False) in lite["entities"]
@@ -166,6 +167,8 @@ async def test_sqlite_and_postgres_reach_the_same_tables_and_columns(
         "jobs_caller_external_ref_key",
         "slots_state_idx",
         "idempotency_keys_retain_until_idx",
+        "jobs_status_idx",
+        "audit_job_id_idx",
     } <= lite_indexes
 
 
@@ -209,6 +212,58 @@ async def test_upgrading_a_0001_postgres_database_keeps_its_rows(pg_conn: Any) -
     assert len(await apply_postgres(pg_conn)) == len(rest)
     rows = await pg_conn.fetch("SELECT request_id, slot_no FROM entities")
     assert [tuple(r) for r in rows] == [("r", None)]
+
+
+T = "2026-11-29T10:00:00.000000Z"
+
+
+async def test_upgrading_a_0002_sqlite_database_keeps_jobs_and_slots_and_their_link(
+    sqlite_conn: aiosqlite.Connection,
+) -> None:
+    """0003 rebuilds jobs (SQLite cannot change a CHECK in place) and slots with it: their rows
+    survive, partially_rolled_back is allowed, and slots still cascade with their job."""
+    migrations = load_migrations("sqlite")
+    await apply_sqlite(sqlite_conn, migrations[:2])
+    await sqlite_conn.execute(
+        "INSERT INTO jobs VALUES ('j', 'c', 'act_1', 'n', 'ref', '{}', 'completed', '{}', ?, ?)",
+        (T, T),
+    )
+    await sqlite_conn.execute(
+        "INSERT INTO slots (job_id, entity_type, slot_no, state, request_id, graph_id,"
+        " updated_at) VALUES ('j', 'adset', 1, 'created', 'r', 'g1', ?)",
+        (T,),
+    )
+    assert [m.version for m in await apply_sqlite(sqlite_conn)] == ["0003"]
+    rows = await sqlite_conn.execute_fetchall("SELECT job_id, external_ref, status FROM jobs")
+    assert [tuple(r) for r in rows] == [("j", "ref", "completed")]
+    rows = await sqlite_conn.execute_fetchall("SELECT job_id, state, graph_id FROM slots")
+    assert [tuple(r) for r in rows] == [("j", "created", "g1")]
+    await sqlite_conn.execute("UPDATE jobs SET status = 'partially_rolled_back'")
+    with pytest.raises(sqlite3.IntegrityError):
+        await sqlite_conn.execute("UPDATE jobs SET status = 'odd'")
+    await sqlite_conn.execute("PRAGMA foreign_keys = ON")
+    assert list(await sqlite_conn.execute_fetchall("PRAGMA foreign_key_check")) == []
+    await sqlite_conn.execute("DELETE FROM jobs")
+    assert list(await sqlite_conn.execute_fetchall("SELECT * FROM slots")) == []
+
+
+@pytest.mark.postgres
+async def test_upgrading_a_0002_postgres_database_allows_partially_rolled_back(
+    pg_conn: Any,
+) -> None:
+    """0003 replaces the jobs status CHECK: old rows stay, the new status is allowed, an
+    unknown one is still refused."""
+    migrations = load_migrations("postgres")
+    await apply_postgres(pg_conn, migrations[:2])
+    await pg_conn.execute(
+        "INSERT INTO jobs VALUES ('j', 'c', 'act_1', 'n', NULL, '{}', 'completed', '{}',"
+        " now(), now())"
+    )
+    assert [m.version for m in await apply_postgres(pg_conn)] == ["0003"]
+    await pg_conn.execute("UPDATE jobs SET status = 'partially_rolled_back'")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pg_conn.execute("UPDATE jobs SET status = 'odd'")
+    assert await pg_conn.fetchval("SELECT status FROM jobs") == "partially_rolled_back"
 
 
 async def test_rerunning_on_sqlite_is_a_no_op(sqlite_conn: aiosqlite.Connection) -> None:

@@ -6,7 +6,7 @@ any test runs (structlog's tests/typing idea). One ledger object implements ever
 
 from __future__ import annotations
 
-from gateway.ports import IdempotencyStore, JobStore, Ledger
+from gateway.ports import AuditStore, IdempotencyStore, JobStore, Ledger
 from gateway.stores.postgres import PostgresLedger
 from gateway.stores.sqlite import SqliteLedger
 
@@ -32,4 +32,12 @@ def postgres_ledger_is_a_job_store(ledger: PostgresLedger) -> JobStore:
 
 
 def postgres_ledger_is_an_idempotency_store(ledger: PostgresLedger) -> IdempotencyStore:
+    return ledger
+
+
+def sqlite_ledger_is_an_audit_store(ledger: SqliteLedger) -> AuditStore:
+    return ledger
+
+
+def postgres_ledger_is_an_audit_store(ledger: PostgresLedger) -> AuditStore:
     return ledger
