@@ -11,17 +11,19 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any, get_args
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import logs, rollback
+from gateway import admin_jobs, logs, rollback
+from gateway.admin_http import error as _error
+from gateway.admin_http import rejected as _rejected
+from gateway.admin_http import since as _since
 from gateway.attempt import GRAPH_BREAKER
 from gateway.context import GATEWAY, Gateway
 from gateway.core.breaker import Breaker, ForceMode, describe
-from gateway.errors import ERROR_TABLE, BadRequest, JobNotFound, StoreError
+from gateway.errors import BadRequest, JobNotFound, StoreError
 from gateway.jobs import job_json
 from gateway.model import AuditRecord, EntityQuery, EntityRecord, EntityState
 
@@ -34,24 +36,6 @@ MAX_REASON = 500
 BREAKER_STATE_NUMBER = {"closed": 0, "open": 1, "half-open": 2, "forced-open": 3, "disabled": 4}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    body = {"error": {"message": message, "type": "GatewayAdminError", "status": status, **extra}}
-    return web.json_response(body, status=status)
-
-
-def _rejected(reason: str, message: str, **extra: Any) -> web.Response:
-    """An error with a `gateway_reason` of DESIGN.md §3.2: its fixed code and transience too."""
-    spec = ERROR_TABLE[reason]
-    return _error(
-        spec.status,
-        message,
-        code=spec.code,
-        is_transient=spec.transient,
-        gateway_reason=reason,
-        **extra,
-    )
 
 
 @web.middleware
@@ -186,14 +170,6 @@ async def _accounts(request: web.Request) -> web.StreamResponse:
     except StoreError as exc:
         return _error(503, f"coordinator unavailable: {exc.message}")
     return web.json_response({**gates, "retry_budget": budget})
-
-
-def _since(raw: str) -> datetime:
-    try:
-        return datetime.fromtimestamp(float(raw), UTC)
-    except ValueError:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def entity_json(record: EntityRecord) -> dict[str, Any]:
@@ -419,4 +395,5 @@ def create_admin_app(gw: Gateway) -> web.Application:
     app.router.add_post("/admin/v1/jobs/{job_id}/rollback", _job_rollback)
     app.router.add_post("/admin/v1/campaigns/{campaign_id}/rollback", _campaign_rollback)
     app.router.add_get("/admin/v1/audit", _audit)
+    admin_jobs.add_routes(app)
     return app

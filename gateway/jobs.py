@@ -25,7 +25,15 @@ from gateway.errors import (
     UpstreamUnavailable,
     VerificationFailed,
 )
-from gateway.model import JobRecord, JobSpec, JobStatus, SlotRecord, SlotState
+from gateway.model import (
+    AuditAction,
+    AuditOutcome,
+    JobRecord,
+    JobSpec,
+    JobStatus,
+    SlotRecord,
+    SlotState,
+)
 
 JOBS_PATH = "/_gateway/v1/jobs"
 ENTITY_TYPES = frozenset({"campaign", "adset", "ad", "adcreative", "adimage", "advideo"})
@@ -195,7 +203,18 @@ async def show_job(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     caller = gw.caller(_caller_token(request, None))
     job = await load_job(gw, request.match_info["job_id"], caller)
-    return web.json_response(job_json(job, await gw.jobs.slots(job.job_id)))
+    doc = job_json(job, await gw.jobs.slots(job.job_id))
+    latest = await gw.audit.audit(job_id=job.job_id, action=AuditAction.VERIFICATION, limit=1)
+    doc["post_verification"] = (
+        {
+            "at": latest.items[0].created_at.isoformat(),
+            "clean": latest.items[0].outcome == AuditOutcome.OK,
+            **{k: latest.items[0].detail.get(k) for k in ("counts", "missing", "untracked")},
+        }
+        if latest.items
+        else None
+    )
+    return web.json_response(doc)
 
 
 def add_routes(app: web.Application) -> None:

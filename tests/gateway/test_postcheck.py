@@ -10,7 +10,14 @@ import aiohttp
 from gateway.postcheck import verify_job
 from gateway.repair import repair_job
 from gateway.testing import SimHandle, running_gateway
-from tests.gateway.test_jobs import ALICE, adset_params, campaign_params, create, job
+from tests.gateway.test_jobs import (
+    ALICE,
+    adset_params,
+    campaign_params,
+    create,
+    job,
+    progress,
+)
 
 V = "/v25.0"
 
@@ -109,3 +116,93 @@ async def test_an_untracked_entity_past_the_cap_is_reported_not_adopted(
         assert [e["graph_id"] for e in result["not_adopted"]] == [made["id"]]
         slots = await gw.gateway.jobs.slots(job_id)
         assert [s.graph_id for s in slots if s.entity_type == "adset"] == [mine.body["id"]]
+
+
+ADMIN = "admin-secret"
+
+
+async def _admin(
+    http: aiohttp.ClientSession, gw: Any, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
+    async with http.request(
+        method,
+        f"{gw.admin_url}/admin/v1/{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    ) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_the_admin_api_verifies_repairs_and_keeps_both_in_the_audit_trail(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    environ = {"GATEWAY_ADMIN_TOKEN": ADMIN}
+    async with running_gateway(
+        graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}", environ=environ
+    ) as gw:
+        job_id = await job(http, gw, {"campaign": 1, "adset": 2})
+        cid = (await create(http, gw, "campaigns", campaign_params(), job_id=job_id)).body["id"]
+        ids = [
+            (await create(http, gw, "adsets", adset_params(cid, f"s{n}"), job_id=job_id)).body["id"]
+            for n in range(2)
+        ]
+        await _direct(http, graph_sim, "DELETE", ids[1])
+        made = await _direct(
+            http, graph_sim, "POST", "act_1001/adsets", **adset_params(cid, "outside")
+        )
+
+        status, verified = await _admin(http, gw, "POST", f"jobs/{job_id}/verify", {})
+        assert status == 200, verified
+        counts = verified["verification"]["counts"]
+        assert counts == {"missing": 1, "untracked": 1, "mismatched": 0}
+
+        status, repaired = await _admin(http, gw, "POST", f"jobs/{job_id}/repair")
+        assert status == 200, repaired
+        assert [a["graph_id"] for a in repaired["repair"]["adopted"]] == [made["id"]]
+        assert repaired["job_status"] == "completed"
+        live = {o["id"] for o in await graph_sim.objects(type="adset", live=True)}
+        assert live == {ids[0], made["id"]}
+
+        status, again = await _admin(http, gw, "POST", f"jobs/{job_id}/verify", {})
+        assert again["verification"]["clean"] is True
+        status, trail = await _admin(http, gw, "GET", f"audit?job={job_id}")
+        actions = [row["action"] for row in trail["data"]]
+        assert actions.count("verification") == 3  # verify, repair's own, verify again
+        assert "repair" in actions
+        shown = await progress(http, gw, job_id)  # the backend's view of its job
+        assert shown.body["post_verification"]["clean"] is True
+        assert shown.body["post_verification"]["counts"]["missing"] == 0
+
+        # No token → 401, nothing run; an unknown job → 404; a bad body → 400.
+        async with http.post(f"{gw.admin_url}/admin/v1/jobs/{job_id}/verify") as resp:
+            assert resp.status == 401
+        status, missing = await _admin(http, gw, "POST", "jobs/job_00000000000000000000/verify")
+        assert (status, missing["error"]["gateway_reason"]) == (404, "job_not_found")
+        status, bad = await _admin(http, gw, "POST", f"jobs/{job_id}/repair", {"x": 1})
+        assert (status, bad["error"]["gateway_reason"]) == (400, "bad_request")
+
+
+async def test_jobs_are_listed_newest_first_with_filters_and_paging(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    environ = {"GATEWAY_ADMIN_TOKEN": ADMIN}
+    async with running_gateway(
+        graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}", environ=environ
+    ) as gw:
+        made = [await job(http, gw, {"campaign": 1}, name=f"J{n}") for n in range(3)]
+        status, first = await _admin(http, gw, "GET", "jobs?limit=2")
+        assert status == 200, first
+        assert [j["job_id"] for j in first["data"]] == [made[2], made[1]]
+        async with http.get(
+            f"{gw.admin_url}{first['paging']['next']}", headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as resp:
+            rest = await resp.json()
+        assert [j["job_id"] for j in rest["data"]] == [made[0]]
+        assert "next" not in rest["paging"]
+        status, pending = await _admin(http, gw, "GET", "jobs?status=pending&account=act_1001")
+        assert len(pending["data"]) == 3
+        status, none = await _admin(http, gw, "GET", "jobs?account=act_9")
+        assert none["data"] == []
+        status, bad = await _admin(http, gw, "GET", "jobs?status=nope&limit=0")
+        assert status == 400
+        assert len(bad["error"]["problems"]) == 2

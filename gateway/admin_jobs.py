@@ -1,0 +1,198 @@
+"""Admin API for jobs: listing, post-creation verification and repair (DESIGN.md §3.3).
+
+    GET  /admin/v1/jobs?status=&account=&since=&limit=&before=   newest first, keyset paged
+                                     ({"data": [...], "paging": {"next": url}})
+    POST /admin/v1/jobs/{id}/verify   {"access_token"?}  → the report, kept in the audit trail
+    POST /admin/v1/jobs/{id}/repair   {"access_token"?}  → verifies, then repairs; both audited
+
+The Graph token comes from the body, else the job's caller's token if this process still
+holds it in memory, else GATEWAY_ROLLBACK_TOKEN; it is never stored.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin_http import error, rejected, since
+from gateway.context import GATEWAY, Gateway
+from gateway.core.postcheck import Report
+from gateway.errors import GatewayError, StoreError
+from gateway.jobs import job_json
+from gateway.model import AuditAction, AuditEntry, AuditOutcome, JobQuery, JobRecord, JobStatus
+from gateway.postcheck import verify_job
+from gateway.repair import repair_job
+
+MAX_LIMIT = 500
+
+
+def _cursor(value: tuple[datetime, str] | None) -> str | None:
+    return f"{value[0].isoformat()}|{value[1]}" if value else None
+
+
+def _parse_cursor(raw: str) -> tuple[datetime, str]:
+    at, _, job_id = raw.partition("|")
+    if not job_id:
+        raise ValueError("before: a cursor as paging.next carries it")
+    return since(at), job_id
+
+
+async def _list(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    q = request.query
+    problems: list[str] = []
+    status = None
+    if "status" in q:
+        try:
+            status = JobStatus(q["status"])
+        except ValueError:
+            problems.append(f"status: one of {', '.join(s.value for s in JobStatus)}")
+    started = before = None
+    try:
+        started = since(q["since"]) if "since" in q else None
+    except ValueError:
+        problems.append("since: POSIX seconds or an ISO 8601 time")
+    try:
+        before = _parse_cursor(q["before"]) if "before" in q else None
+    except ValueError:
+        problems.append("before: a cursor as paging.next carries it")
+    limit_raw = q.get("limit", "100")
+    limit = int(limit_raw) if limit_raw.isdigit() else 0
+    if not 1 <= limit <= MAX_LIMIT:
+        problems.append(f"limit: 1 to {MAX_LIMIT}")
+    if problems:
+        return rejected("bad_request", "; ".join(problems), problems=problems)
+    query = JobQuery(
+        status=status, account_id=q.get("account"), since=started, before=before, limit=limit
+    )
+    try:
+        page = await gw.jobs.list_jobs(query)
+    except StoreError as exc:
+        return error(503, f"ledger unavailable: {exc.message}")
+    # The shape of the other listings here (entities, audit): Graph's data + paging.next.
+    body: dict[str, Any] = {"data": [job_json(j) for j in page.items], "paging": {}}
+    cursor = _cursor(page.next_before)
+    if cursor is not None:
+        body["paging"]["next"] = str(request.rel_url.update_query(before=cursor))
+    return web.json_response(body)
+
+
+async def _body_token(request: web.Request) -> tuple[str | None, list[str]]:
+    raw = await request.read()
+    try:
+        doc = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return None, ['body: a JSON object, e.g. {} or {"access_token": "..."}']
+    problems = [f"{key}: not a parameter here" for key in sorted(set(doc) - {"access_token"})]
+    token = doc.get("access_token")
+    if token is not None and not isinstance(token, str):
+        problems.append("access_token: a string")
+    return (token or None) if isinstance(token, str) else None, problems
+
+
+async def _job_and_token(
+    request: web.Request,
+) -> tuple[Gateway, JobRecord, str] | web.Response:
+    gw = request.app[GATEWAY]
+    given, problems = await _body_token(request)
+    if problems:
+        return rejected("bad_request", "; ".join(problems), problems=problems)
+    job_id = request.match_info["job_id"]
+    try:
+        job = await gw.jobs.job(job_id)
+    except StoreError as exc:
+        return error(503, f"ledger unavailable: {exc.message}")
+    if job is None:
+        return rejected("job_not_found", f"No job {job_id!r}")
+    token = given or gw.token_for(job.caller)
+    if not token:
+        return rejected(
+            "bad_request",
+            "A Graph token is needed: give access_token in the body or set GATEWAY_ROLLBACK_TOKEN",
+        )
+    return gw, job, token
+
+
+async def _verified(gw: Gateway, job: JobRecord, token: str) -> Report:
+    report = await verify_job(gw, job, token)
+    counts = report.to_dict()["counts"]
+    await gw.audit.record_audit(
+        [
+            AuditEntry(
+                action=AuditAction.VERIFICATION,
+                outcome=AuditOutcome.OK if report.clean else AuditOutcome.FAILED,
+                job_id=job.job_id,
+                reason=", ".join(f"{v} {k}" for k, v in counts.items()),
+                detail=report.to_dict(),
+                actor="admin",
+            )
+        ],
+        now=datetime.fromtimestamp(gw.clock.now(), UTC),
+    )
+    return report
+
+
+async def _verify(request: web.Request) -> web.StreamResponse:
+    found = await _job_and_token(request)
+    if isinstance(found, web.Response):
+        return found
+    gw, job, token = found
+    try:
+        report = await _verified(gw, job, token)
+    except StoreError as exc:
+        return error(503, f"ledger unavailable: {exc.message}")
+    except GatewayError as exc:
+        return error(502, f"Graph could not be read: {exc.message}")
+    return web.json_response({"job_id": job.job_id, "verification": report.to_dict()})
+
+
+async def _repair(request: web.Request) -> web.StreamResponse:
+    found = await _job_and_token(request)
+    if isinstance(found, web.Response):
+        return found
+    gw, job, token = found
+    try:
+        report = await _verified(gw, job, token)
+        result = await repair_job(gw, job, report)
+        moved = bool(result["freed"] or result["adopted"])
+        await gw.audit.record_audit(
+            [
+                AuditEntry(
+                    action=AuditAction.REPAIR,
+                    outcome=AuditOutcome.PARTIAL if result["not_adopted"] else AuditOutcome.OK,
+                    job_id=job.job_id,
+                    reason=(
+                        f"{len(result['freed'])} freed, {len(result['adopted'])} adopted, "
+                        f"{len(result['not_adopted'])} not adopted"
+                        if moved or result["not_adopted"]
+                        else "nothing to repair"
+                    ),
+                    detail=result,
+                    actor="admin",
+                )
+            ],
+            now=datetime.fromtimestamp(gw.clock.now(), UTC),
+        )
+        after = await gw.jobs.job(job.job_id)
+    except StoreError as exc:
+        return error(503, f"ledger unavailable: {exc.message}")
+    except GatewayError as exc:
+        return error(502, f"Graph could not be read: {exc.message}")
+    body: dict[str, Any] = {
+        "job_id": job.job_id,
+        "verification": report.to_dict(),
+        "repair": result,
+        "job_status": (after or job).status.value,
+    }
+    return web.json_response(body)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/v1/jobs", _list)
+    app.router.add_post("/admin/v1/jobs/{job_id}/verify", _verify)
+    app.router.add_post("/admin/v1/jobs/{job_id}/repair", _repair)
