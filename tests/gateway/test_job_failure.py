@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from gateway.testing import SimHandle, running_gateway
-from tests.gateway.test_jobs import adset_params, campaign_params, create, job, progress
+from tests.gateway.test_jobs import ALICE, adset_params, campaign_params, create, job, progress
 
 
 async def test_an_account_suspended_after_30_ad_sets_fails_the_job_and_keeps_what_was_made(
@@ -67,3 +67,39 @@ async def test_a_refusal_of_one_create_on_an_active_account_leaves_the_job_open(
         assert "rollback" not in report.body
         again = await create(http, gw, "adsets", adset_params(cid), job_id=job_id)
         assert again.status == 200, again.body
+
+
+async def test_after_the_failure_a_confirmed_rollback_deletes_everything_the_job_made(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    """The other branch: the operator confirms the rollback. While the account is still
+    suspended Graph refuses the deletes — reported, the job partially rolled back; once the
+    account is reinstated the same rollback, executed again, deletes the rest."""
+    environ = {"GATEWAY_ADMIN_TOKEN": "t"}
+    auth = {"Authorization": "Bearer t"}
+    async with running_gateway(
+        graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}", environ=environ
+    ) as gw:
+        job_id = await job(http, gw, {"campaign": 1, "adset": 50})
+        cid = (await create(http, gw, "campaigns", campaign_params(), job_id=job_id)).body["id"]
+        await graph_sim.add_fault(kind="suspend_account", op="create:adset", after=30, times=1)
+        for _ in range(31):
+            await create(http, gw, "adsets", adset_params(cid), job_id=job_id)
+        assert (await progress(http, gw, job_id)).body["status"] == "failed"
+        url = f"{gw.admin_url}/admin/v1/jobs/{job_id}/rollback"
+        async with http.post(url, json={"dry_run": True}, headers=auth) as resp:
+            plan = await resp.json()
+        assert plan["count"] == 31
+        execute = {"dry_run": False, "reason": "account suspended mid-job", "access_token": ALICE}
+
+        async with http.post(url, json=execute, headers=auth) as resp:
+            first = await resp.json()
+        assert first["job_status"] == "partially_rolled_back", first
+        assert len(await graph_sim.objects(type="adset", live=True)) == 30  # refused, reported
+
+        await graph_sim.put_account(id="act_1001", account_status=1, disable_reason=0)
+        async with http.post(url, json=execute, headers=auth) as resp:
+            second = await resp.json()
+        assert second["job_status"] == "rolled_back", second
+        assert await graph_sim.objects(type="adset", live=True) == []
+        assert await graph_sim.objects(type="campaign", live=True) == []
