@@ -12,19 +12,18 @@ holds it in memory, else GATEWAY_ROLLBACK_TOKEN; it is never stored.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from gateway.admin_http import error, rejected, since
 from gateway.context import GATEWAY, Gateway
-from gateway.core.postcheck import Report
 from gateway.errors import GatewayError, StoreError
 from gateway.jobs import job_json
-from gateway.model import AuditAction, AuditEntry, AuditOutcome, JobQuery, JobRecord, JobStatus
-from gateway.postcheck import verify_job
-from gateway.repair import repair_job
+from gateway.model import JobQuery, JobRecord, JobStatus
+from gateway.postcheck import verify_and_record
+from gateway.repair import repair_and_record
 
 MAX_LIMIT = 500
 
@@ -118,32 +117,13 @@ async def _job_and_token(
     return gw, job, token
 
 
-async def _verified(gw: Gateway, job: JobRecord, token: str) -> Report:
-    report = await verify_job(gw, job, token)
-    counts = report.to_dict()["counts"]
-    await gw.audit.record_audit(
-        [
-            AuditEntry(
-                action=AuditAction.VERIFICATION,
-                outcome=AuditOutcome.OK if report.clean else AuditOutcome.FAILED,
-                job_id=job.job_id,
-                reason=", ".join(f"{v} {k}" for k, v in counts.items()),
-                detail=report.to_dict(),
-                actor="admin",
-            )
-        ],
-        now=datetime.fromtimestamp(gw.clock.now(), UTC),
-    )
-    return report
-
-
 async def _verify(request: web.Request) -> web.StreamResponse:
     found = await _job_and_token(request)
     if isinstance(found, web.Response):
         return found
     gw, job, token = found
     try:
-        report = await _verified(gw, job, token)
+        report = await verify_and_record(gw, job, token, actor="admin")
     except StoreError as exc:
         return error(503, f"ledger unavailable: {exc.message}")
     except GatewayError as exc:
@@ -157,27 +137,8 @@ async def _repair(request: web.Request) -> web.StreamResponse:
         return found
     gw, job, token = found
     try:
-        report = await _verified(gw, job, token)
-        result = await repair_job(gw, job, report)
-        moved = bool(result["freed"] or result["adopted"])
-        await gw.audit.record_audit(
-            [
-                AuditEntry(
-                    action=AuditAction.REPAIR,
-                    outcome=AuditOutcome.PARTIAL if result["not_adopted"] else AuditOutcome.OK,
-                    job_id=job.job_id,
-                    reason=(
-                        f"{len(result['freed'])} freed, {len(result['adopted'])} adopted, "
-                        f"{len(result['not_adopted'])} not adopted"
-                        if moved or result["not_adopted"]
-                        else "nothing to repair"
-                    ),
-                    detail=result,
-                    actor="admin",
-                )
-            ],
-            now=datetime.fromtimestamp(gw.clock.now(), UTC),
-        )
+        report = await verify_and_record(gw, job, token, actor="admin")
+        result = await repair_and_record(gw, job, report, actor="admin")
         after = await gw.jobs.job(job.job_id)
     except StoreError as exc:
         return error(503, f"ledger unavailable: {exc.message}")

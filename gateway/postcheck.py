@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,7 +24,16 @@ from gateway.core.postcheck import Recorded, Report, Seen, compare
 from gateway.core.retry import ErrorClass
 from gateway.errors import GatewayError, UpstreamError
 from gateway.lookup import children
-from gateway.model import JobRecord, SlotState
+from gateway.model import (
+    AuditAction,
+    AuditEntry,
+    AuditOutcome,
+    JobQuery,
+    JobRecord,
+    JobStatus,
+    SlotState,
+)
+from gateway.repair import repair_and_record
 
 BATCH = 50
 # Fields per type (asking an ad set for `adset_id` is an error on Graph).
@@ -34,6 +44,8 @@ FIELDS = {
 }
 # Graph's created_time has one-second precision: list from a little before the job began.
 _SKEW_SECONDS = 5
+# Jobs completed this long ago or longer are not verified automatically any more.
+_LOOKBACK_SECONDS = 24 * 3600
 
 
 def _seen(doc: Any) -> Seen | None:
@@ -154,3 +166,50 @@ async def verify_job(gw: Gateway, job: JobRecord, token: str) -> Report:
         level=20 if report.clean else 30,
     )
     return report
+
+
+async def verify_and_record(gw: Gateway, job: JobRecord, token: str, *, actor: str) -> Report:
+    """`verify_job`, with its report kept in the audit trail."""
+    report = await verify_job(gw, job, token)
+    counts = report.to_dict()["counts"]
+    await gw.audit.record_audit(
+        [
+            AuditEntry(
+                action=AuditAction.VERIFICATION,
+                outcome=AuditOutcome.OK if report.clean else AuditOutcome.FAILED,
+                job_id=job.job_id,
+                reason=", ".join(f"{v} {k}" for k, v in counts.items()),
+                detail=report.to_dict(),
+                actor=actor,
+            )
+        ],
+        now=datetime.fromtimestamp(gw.clock.now(), UTC),
+    )
+    return report
+
+
+async def verify_completed(gw: Gateway) -> int:
+    """The automatic verification (`[verification] after_completion`): every job completed in
+    the last day that has no verification yet is verified (and repaired when
+    `repair_after_completion`), with the caller's token while this process holds it, else
+    GATEWAY_ROLLBACK_TOKEN; a job without either waits. Returns how many were verified."""
+    policy = gw.policy.verification
+    if not policy.after_completion:
+        return 0
+    since = datetime.fromtimestamp(gw.clock.now() - _LOOKBACK_SECONDS, UTC)
+    page = await gw.jobs.list_jobs(JobQuery(status=JobStatus.COMPLETED, since=since, limit=100))
+    done = 0
+    for job in page.items:
+        token = gw.token_for(job.caller)
+        seen = await gw.audit.audit(job_id=job.job_id, action=AuditAction.VERIFICATION, limit=1)
+        if token is None or seen.items:
+            continue
+        try:
+            report = await verify_and_record(gw, job, token, actor="gateway")
+            if policy.repair_after_completion and not report.clean:
+                await repair_and_record(gw, job, report, actor="gateway")
+        except GatewayError as exc:
+            logs.event("job_verification_failed", job_id=job.job_id, error=exc.message, level=30)
+            continue
+        done += 1
+    return done

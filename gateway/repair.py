@@ -24,7 +24,16 @@ from typing import Any
 from gateway import logs
 from gateway.context import Gateway
 from gateway.core.postcheck import Report
-from gateway.model import Discovered, EntityState, JobRecord, Outcome, SlotState
+from gateway.model import (
+    AuditAction,
+    AuditEntry,
+    AuditOutcome,
+    Discovered,
+    EntityState,
+    JobRecord,
+    Outcome,
+    SlotState,
+)
 
 GONE = {"status": None, "code": None, "message": "not on Graph (post-creation verification)"}
 
@@ -97,5 +106,27 @@ async def repair_job(gw: Gateway, job: JobRecord, report: Report) -> dict[str, A
         freed=len(freed),
         adopted=len(adopted),
         not_adopted=len(left),
+    )
+    return result
+
+
+async def repair_and_record(
+    gw: Gateway, job: JobRecord, report: Report, *, actor: str
+) -> dict[str, Any]:
+    """`repair_job`, with what it did kept in the audit trail."""
+    result = await repair_job(gw, job, report)
+    counts = f"{len(result['freed'])} freed, {len(result['adopted'])} adopted"
+    await gw.audit.record_audit(
+        [
+            AuditEntry(
+                action=AuditAction.REPAIR,
+                outcome=AuditOutcome.PARTIAL if result["not_adopted"] else AuditOutcome.OK,
+                job_id=job.job_id,
+                reason=f"{counts}, {len(result['not_adopted'])} not adopted",
+                detail=result,
+                actor=actor,
+            )
+        ],
+        now=datetime.fromtimestamp(gw.clock.now(), UTC),
     )
     return result

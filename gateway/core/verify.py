@@ -48,6 +48,10 @@ class VerifyPolicy:
     ads_per_adset: int = 50
     cache_seconds: float = 5.0  # reuse a caller's token and account-status reads this long
     attempts: int = 3  # a read that fails transiently is tried this many times
+    # Post-creation verification: run automatically once a job completes (by the recovery
+    # worker, never in a create's path), and repair what it finds when this says so.
+    after_completion: bool = True
+    repair_after_completion: bool = False
 
 
 def _graph_error(body: Any) -> Mapping[str, Any] | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.postcheck import verify_job
+from gateway.postcheck import verify_completed, verify_job
 from gateway.repair import repair_job
 from gateway.testing import SimHandle, running_gateway
 from tests.gateway.test_jobs import (
@@ -16,6 +16,7 @@ from tests.gateway.test_jobs import (
     campaign_params,
     create,
     job,
+    policy_with,
     progress,
 )
 
@@ -206,3 +207,48 @@ async def test_jobs_are_listed_newest_first_with_filters_and_paging(
         status, bad = await _admin(http, gw, "GET", "jobs?status=nope&limit=0")
         assert status == 400
         assert len(bad["error"]["problems"]) == 2
+
+
+async def test_a_completed_job_is_verified_once_in_the_background_and_repaired_if_asked(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    """`[verification] after_completion`: the worker verifies each completed job once, with
+    the caller's token it holds in memory; `repair_after_completion` repairs what it finds."""
+    policy = policy_with(verification={"repair_after_completion": True})
+    async with running_gateway(
+        graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}", policy=policy, recovery=False
+    ) as gw:
+        job_id = await job(http, gw, {"campaign": 1, "adset": 2})
+        cid = (await create(http, gw, "campaigns", campaign_params(), job_id=job_id)).body["id"]
+        ids = [
+            (await create(http, gw, "adsets", adset_params(cid, f"s{n}"), job_id=job_id)).body["id"]
+            for n in range(2)
+        ]
+        assert (await progress(http, gw, job_id)).body["status"] == "completed"
+        await _direct(http, graph_sim, "DELETE", ids[0])
+
+        assert await verify_completed(gw.gateway) == 1
+
+        trail = await gw.gateway.audit.audit(job_id=job_id)
+        rows = {r.action: r for r in trail.items}
+        assert rows["verification"].actor == "gateway"
+        assert rows["verification"].detail["counts"]["missing"] == 1
+        assert rows["repair"].detail["freed"][0]["graph_id"] == ids[0]
+        shown = (await progress(http, gw, job_id)).body
+        assert shown["status"] == "in_progress"  # a slot is free again for the re-drive
+        assert shown["slots"]["adset"]["free"] == 1
+        assert await verify_completed(gw.gateway) == 0  # not completed any more: not again
+
+
+async def test_a_completed_clean_job_is_verified_only_once(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    async with running_gateway(
+        graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}", recovery=False
+    ) as gw:
+        job_id = await job(http, gw, {"campaign": 1})
+        await create(http, gw, "campaigns", campaign_params(), job_id=job_id)
+        assert await verify_completed(gw.gateway) == 1
+        assert await verify_completed(gw.gateway) == 0
+        shown = (await progress(http, gw, job_id)).body
+        assert shown["post_verification"]["clean"] is True
