@@ -11,6 +11,7 @@ import secrets
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -52,7 +53,26 @@ def _caller_token(request: web.Request, body: dict[str, Any] | None) -> str:
     return token
 
 
-def _parse_spec(doc: Any, caller: str) -> JobSpec:
+def _notify_url(raw: Any, allowed: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """(the URL, None) or (None, the problem). Only http(s) to an allow-listed host: the
+    gateway must not be made to POST into networks its operators did not name."""
+    if raw is None:
+        return None, None
+    if not isinstance(raw, str) or len(raw) > 2048:
+        return None, "notify_url: an http(s) URL of at most 2048 characters"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None, "notify_url: an http(s) URL"
+    if parts.username or parts.password:
+        return None, "notify_url: no credentials in the URL"
+    if parts.hostname.lower() not in {h.lower() for h in allowed}:
+        return None, (
+            f"notify_url: host {parts.hostname!r} is not in the gateway's [notify] allowed_hosts"
+        )
+    return raw, None
+
+
+def _parse_spec(doc: Any, caller: str, allowed_hosts: tuple[str, ...] = ()) -> JobSpec:
     problems = []
     if not isinstance(doc, dict):
         raise BadRequest("The job must be a JSON object")
@@ -62,6 +82,7 @@ def _parse_spec(doc: Any, caller: str) -> JobSpec:
         "expect",
         "external_ref",
         "access_token",
+        "notify_url",
     }
     if unknown:
         problems.append(f"unknown fields: {', '.join(sorted(unknown))}")
@@ -85,9 +106,12 @@ def _parse_spec(doc: Any, caller: str) -> JobSpec:
     ref = doc.get("external_ref")
     if ref is not None and (not isinstance(ref, str) or not 1 <= len(ref) <= 255):
         problems.append("external_ref: 1-255 characters")
+    notify, problem = _notify_url(doc.get("notify_url"), allowed_hosts)
+    if problem:
+        problems.append(problem)
     if problems:
         raise BadRequest("Invalid job: " + "; ".join(problems))
-    return JobSpec(caller, str(account), str(name), dict(expect), ref)
+    return JobSpec(caller, str(account), str(name), dict(expect), ref, notify)
 
 
 def job_json(job: JobRecord, slots: list[SlotRecord] | None = None) -> dict[str, Any]:
@@ -139,7 +163,7 @@ async def declare_job(request: web.Request) -> web.StreamResponse:
     token = _caller_token(request, doc if isinstance(doc, dict) else None)
     caller = gw.caller(token)
     gw.remember_token(caller, token)
-    spec = _parse_spec(doc, caller)
+    spec = _parse_spec(doc, caller, gw.policy.notify.allowed_hosts)
     if spec.external_ref is not None:
         # A repeated declaration answers the job it made, whatever exists on Graph by now.
         known = await gw.jobs.job_by_ref(caller, spec.external_ref)

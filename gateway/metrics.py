@@ -178,6 +178,12 @@ class Metrics:
             ["move"],
             registry=r,
         )
+        self.notifications = Counter(
+            "gateway_job_notifications_total",
+            "POSTs to jobs' notify_url, by result (delivered, failed: retried next pass).",
+            ["result"],
+            registry=r,
+        )
         self.jobs_failed = Counter(
             "gateway_jobs_failed_total",
             "Jobs the gateway closed as failed, by why (account_not_active: a create was "

@@ -146,6 +146,19 @@ class JobPage:
     next_before: tuple[datetime, str] | None = None  # None: the last page
 
 
+@dataclass(frozen=True)
+class DueNotification:
+    """A job whose current (ending) status its notify_url has not been told yet."""
+
+    job: JobRecord
+    url: str
+    tries: int  # failed tries for this status so far
+
+
+# The statuses a job's notify_url is told about.
+ENDING_JOB_STATES = ("completed", "failed", "rolled_back", "partially_rolled_back")
+
+
 CLOSED_JOB_STATES = frozenset(
     {JobStatus.FAILED, JobStatus.ROLLED_BACK, JobStatus.PARTIALLY_ROLLED_BACK}
 )
@@ -167,6 +180,7 @@ class JobSpec:
     campaign_name: str
     expect: Mapping[str, int]  # entity type -> how many, e.g. {"campaign": 1, "adset": 50}
     external_ref: str | None = None  # the caller's id for the job: makes the declaration idempotent
+    notify_url: str | None = None  # gets one POST when the job completes, fails or is rolled back
 
 
 @dataclass(frozen=True)

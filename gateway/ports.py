@@ -15,6 +15,7 @@ from gateway.model import (
     CheckResult,
     Claim,
     Discovered,
+    DueNotification,
     EntityPage,
     EntityQuery,
     EntityRecord,
@@ -117,6 +118,16 @@ class JobStore(Protocol):
 
     async def job(self, job_id: str) -> JobRecord | None:
         """The job, or None."""
+
+    async def due_notifications(self, *, max_tries: int, limit: int = 100) -> list[DueNotification]:
+        """Jobs with a notify_url whose status is an ending one (ENDING_JOB_STATES) not yet
+        announced, unless that status already failed *max_tries* times; oldest change first."""
+
+    async def notification_done(
+        self, job_id: str, status: str, *, ok: bool, error: str | None, now: datetime
+    ) -> None:
+        """Record a POST announcing *status*: ok → announced; else one more failed try for it
+        (a different status than the failed tries' starts the count again)."""
 
     async def list_jobs(self, query: JobQuery) -> JobPage:
         """Jobs matching every filter given, newest first (created_at, then job_id, both

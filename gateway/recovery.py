@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import logs, lookup, postcheck
+from gateway import logs, lookup, notify, postcheck
 from gateway.context import Gateway
 from gateway.core.reconcile import Absent, Adopt, match
 from gateway.errors import GatewayError
@@ -233,6 +233,7 @@ async def recovery_worker(gw: Gateway) -> AsyncIterator[None]:
                 await recover_once(gw)
                 # Completed jobs get their post-creation verification here, off the create path.
                 await postcheck.verify_completed(gw)
+                await notify.send_due(gw)
             except Exception as exc:  # noqa: BLE001  # one bad pass must not end the worker
                 logs.event("recovery_failed", error=repr(exc), level=40, exc_info=True)
             await gw.clock.sleep(gw.policy.recovery.interval_seconds)

@@ -106,6 +106,17 @@ class RecoveryPolicy:
 
 
 @dataclass(frozen=True)
+class NotifyPolicy:
+    """Job notifications: a job's notify_url gets one POST when it completes, fails or is
+    rolled back, from the worker (never on the create path)."""
+
+    # Hosts a notify_url may name (exact, case-insensitive); empty: notifications refused.
+    allowed_hosts: tuple[str, ...] = ()
+    attempts: int = 5  # POSTs per ending status before giving up (one per worker pass)
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class CapsPolicy:
     """Caps for creates made without a job (zero-change mode); 0 turns a cap off. Counted
     from the ledger (created + in flight), atomically within one gateway process."""
@@ -128,6 +139,7 @@ class PolicySet:
     errors: ErrorRules = field(default_factory=ErrorRules)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    notify: NotifyPolicy = field(default_factory=NotifyPolicy)
     # Every file's [[examples]], by file name, for the policy tests.
     examples: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
 
@@ -145,6 +157,7 @@ _TABLES: dict[str, type[Any]] = {
     "errors": ErrorRules,
     "breaker": BreakerConfig,
     "throttle": ThrottlePolicy,
+    "notify": NotifyPolicy,
 }
 _ENTITY_TYPES = frozenset({"campaign", "adset", "ad", "adcreative", "adimage", "advideo"})
 
@@ -261,6 +274,16 @@ def _check(table: str, value: Any) -> list[str]:
         )
     elif table == "throttle":
         problems.extend(value.problems())
+    elif table == "notify":
+        if value.attempts < 1:
+            problems.append("attempts: must be >= 1")
+        if value.timeout_seconds <= 0:
+            problems.append("timeout_seconds: must be > 0")
+        problems.extend(
+            f"allowed_hosts: {host!r} is not a host name"
+            for host in value.allowed_hosts
+            if not host or "/" in host or ":" in host or " " in host
+        )
     elif table == "classification":
         problems.extend(
             f"edges.{edge}: one of {sorted(_ENTITY_TYPES)}"

@@ -23,8 +23,10 @@ from typing import Any
 
 from gateway.errors import StoreConflict
 from gateway.model import (
+    ENDING_JOB_STATES,
     AlreadyCreated,
     CheckResult,
+    DueNotification,
     JobPage,
     JobQuery,
     JobRecord,
@@ -232,6 +234,13 @@ class PostgresJobs(PostgresBase):
                 [c for _, c in counts],
                 at,
             )
+            if spec.notify_url is not None:
+                await conn.execute(
+                    "INSERT INTO job_notifications (job_id, url, updated_at) VALUES ($1, $2, $3)",
+                    job_id,
+                    spec.notify_url,
+                    at,
+                )
             return job_record(row), True
 
     async def job(self, job_id: str) -> JobRecord | None:
@@ -240,6 +249,45 @@ class PostgresJobs(PostgresBase):
             job_id,
         )
         return job_record(rows[0]) if rows else None
+
+    async def due_notifications(self, *, max_tries: int, limit: int = 100) -> list[DueNotification]:
+        columns = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+        rows = await self._fetch(
+            f"SELECT {columns}, n.url,"  # noqa: S608 - fixed columns
+            " CASE WHEN n.try_status = j.status THEN n.tries ELSE 0 END AS due_tries"
+            " FROM job_notifications n JOIN jobs j ON j.job_id = n.job_id"
+            " WHERE j.status = ANY($1::text[]) AND n.sent_status IS DISTINCT FROM j.status"
+            " AND NOT (n.try_status IS NOT DISTINCT FROM j.status AND n.tries >= $2)"
+            " ORDER BY j.updated_at LIMIT $3",
+            list(ENDING_JOB_STATES),
+            max_tries,
+            limit,
+        )
+        return [DueNotification(job_record(r), r["url"], r["due_tries"]) for r in rows]
+
+    async def notification_done(
+        self, job_id: str, status: str, *, ok: bool, error: str | None, now: datetime
+    ) -> None:
+        at = utc(now)
+        async with self._transaction() as conn:
+            if ok:
+                await conn.execute(
+                    "UPDATE job_notifications SET sent_status = $1, try_status = NULL, tries = 0,"
+                    " last_error = NULL, updated_at = $2 WHERE job_id = $3",
+                    status,
+                    at,
+                    job_id,
+                )
+                return
+            await conn.execute(
+                "UPDATE job_notifications SET"
+                " tries = CASE WHEN try_status IS NOT DISTINCT FROM $1 THEN tries + 1 ELSE 1 END,"
+                " try_status = $1, last_error = $2, updated_at = $3 WHERE job_id = $4",
+                status,
+                (error or "")[:500],
+                at,
+                job_id,
+            )
 
     async def list_jobs(self, query: JobQuery) -> JobPage:
         if query.limit < 1:

@@ -16,8 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from gateway.model import (
+    ENDING_JOB_STATES,
     AlreadyCreated,
     CheckResult,
+    DueNotification,
     JobPage,
     JobQuery,
     JobRecord,
@@ -192,6 +194,11 @@ class SqliteJobs(SqliteBase):
                 " VALUES (?, ?, ?, 'free', ?)",
                 slot_rows,
             )
+            if spec.notify_url is not None:
+                conn.execute(
+                    "INSERT INTO job_notifications (job_id, url, updated_at) VALUES (?, ?, ?)",
+                    (job_id, spec.notify_url, at),
+                )
             return job_record(conn.execute(_SELECT_JOB, (job_id,)).fetchone()), True
 
         return await self._writer.submit(run)
@@ -199,6 +206,41 @@ class SqliteJobs(SqliteBase):
     async def job(self, job_id: str) -> JobRecord | None:
         rows = await self._read(_SELECT_JOB, (job_id,))
         return job_record(rows[0]) if rows else None
+
+    async def due_notifications(self, *, max_tries: int, limit: int = 100) -> list[DueNotification]:
+        columns = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+        ending = ", ".join("?" for _ in ENDING_JOB_STATES)
+        rows = await self._read(
+            f"SELECT {columns}, n.url, CASE WHEN n.try_status = j.status THEN n.tries ELSE 0 END"  # noqa: S608 - fixed columns
+            " FROM job_notifications n JOIN jobs j ON j.job_id = n.job_id"
+            f" WHERE j.status IN ({ending}) AND n.sent_status IS NOT j.status"
+            " AND NOT (n.try_status IS j.status AND n.tries >= ?)"
+            " ORDER BY j.updated_at LIMIT ?",
+            (*ENDING_JOB_STATES, max_tries, limit),
+        )
+        return [DueNotification(job_record(r[:-2]), r[-2], r[-1]) for r in rows]
+
+    async def notification_done(
+        self, job_id: str, status: str, *, ok: bool, error: str | None, now: datetime
+    ) -> None:
+        at = timestamp(now)
+
+        def run(conn: sqlite3.Connection) -> None:
+            if ok:
+                conn.execute(
+                    "UPDATE job_notifications SET sent_status = ?, try_status = NULL, tries = 0,"
+                    " last_error = NULL, updated_at = ? WHERE job_id = ?",
+                    (status, at, job_id),
+                )
+                return
+            conn.execute(
+                "UPDATE job_notifications SET"
+                " tries = CASE WHEN try_status IS ? THEN tries + 1 ELSE 1 END,"
+                " try_status = ?, last_error = ?, updated_at = ? WHERE job_id = ?",
+                (status, status, (error or "")[:500], at, job_id),
+            )
+
+        await self._writer.submit(run)
 
     async def list_jobs(self, query: JobQuery) -> JobPage:
         if query.limit < 1:

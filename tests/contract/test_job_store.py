@@ -773,3 +773,42 @@ class TestListJobs:
         assert seen == [f"job-{n}" for n in (4, 3, 2, 1, 0)]
         with pytest.raises(ValueError, match="limit"):
             await job_store.list_jobs(JobQuery(limit=0))
+
+
+class TestNotifications:
+    async def test_each_ending_status_is_due_once_until_announced(
+        self, job_store: JobStore
+    ) -> None:
+        """A job declared with a notify_url is due when it completes; once announced it is not;
+        a later ending status (rolled back) is due again; a job without a URL never is."""
+        await new_job(job_store, {"adset": 1}, notify_url="https://hooks.example/job")
+        await new_job(job_store, {"adset": 1}, job_id="job-2", external_ref="quiet")
+        assert await job_store.due_notifications(max_tries=3) == []  # pending: not ending
+        await reserve(job_store, adset())
+        await job_store.complete_slots([outcome(1, SlotState.CREATED, "g1")], now=T2)
+        (due,) = await job_store.due_notifications(max_tries=3)
+        assert (due.job.job_id, due.job.status, due.url, due.tries) == (
+            "job-1",
+            JobStatus.COMPLETED,
+            "https://hooks.example/job",
+            0,
+        )
+        await job_store.notification_done("job-1", "completed", ok=True, error=None, now=T3)
+        assert await job_store.due_notifications(max_tries=3) == []
+        await job_store.set_job_status("job-1", JobStatus.ROLLED_BACK, now=T3)
+        (again,) = await job_store.due_notifications(max_tries=3)
+        assert again.job.status is JobStatus.ROLLED_BACK
+
+    async def test_failed_tries_are_counted_per_status_up_to_the_limit(
+        self, job_store: JobStore
+    ) -> None:
+        await new_job(job_store, {"adset": 1}, notify_url="https://hooks.example/job")
+        await job_store.set_job_status("job-1", JobStatus.FAILED, now=T2)
+        for n in range(2):
+            (due,) = await job_store.due_notifications(max_tries=2)
+            assert due.tries == n
+            await job_store.notification_done("job-1", "failed", ok=False, error="503", now=T3)
+        assert await job_store.due_notifications(max_tries=2) == []  # gave up on "failed"
+        await job_store.set_job_status("job-1", JobStatus.ROLLED_BACK, now=T3)
+        (fresh,) = await job_store.due_notifications(max_tries=2)
+        assert fresh.tries == 0  # a new status starts again

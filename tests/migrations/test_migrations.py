@@ -152,6 +152,7 @@ async def test_sqlite_and_postgres_reach_the_same_tables_and_columns(
     pg, pg_indexes = await postgres_schema(pg_conn)
     assert lite == pg
     assert set(lite) == {
+        "job_notifications",
         "entities",
         "gateway_keys",
         "jobs",
@@ -233,7 +234,7 @@ async def test_upgrading_a_0002_sqlite_database_keeps_jobs_and_slots_and_their_l
         " updated_at) VALUES ('j', 'adset', 1, 'created', 'r', 'g1', ?)",
         (T,),
     )
-    assert [m.version for m in await apply_sqlite(sqlite_conn)] == ["0003"]
+    assert [m.version for m in await apply_sqlite(sqlite_conn)] == ["0003", "0004"]
     rows = await sqlite_conn.execute_fetchall("SELECT job_id, external_ref, status FROM jobs")
     assert [tuple(r) for r in rows] == [("j", "ref", "completed")]
     rows = await sqlite_conn.execute_fetchall("SELECT job_id, state, graph_id FROM slots")
@@ -259,7 +260,7 @@ async def test_upgrading_a_0002_postgres_database_allows_partially_rolled_back(
         "INSERT INTO jobs VALUES ('j', 'c', 'act_1', 'n', NULL, '{}', 'completed', '{}',"
         " now(), now())"
     )
-    assert [m.version for m in await apply_postgres(pg_conn)] == ["0003"]
+    assert [m.version for m in await apply_postgres(pg_conn)] == ["0003", "0004"]
     await pg_conn.execute("UPDATE jobs SET status = 'partially_rolled_back'")
     with pytest.raises(asyncpg.CheckViolationError):
         await pg_conn.execute("UPDATE jobs SET status = 'odd'")
