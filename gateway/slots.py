@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway import logs
 from gateway.context import Gateway
 from gateway.core.batchplan import own_entry
 from gateway.core.classify import CreateOp
@@ -25,10 +26,14 @@ from gateway.errors import (
     GatewayError,
     ParentMismatch,
     RequestInProgress,
+    StoreError,
     UpstreamUnavailable,
 )
 from gateway.model import (
     AlreadyCreated,
+    AuditAction,
+    AuditEntry,
+    AuditOutcome,
     EntityState,
     JobRecord,
     NoCapacity,
@@ -195,7 +200,31 @@ async def plan(
                 )
     if release:
         await gw.jobs.complete_slots(release, now=_now(gw))
+    caps = [exc for exc in result.refused.values() if isinstance(exc, CapExceeded)]
+    if caps:
+        await _audit_caps(gw, job, caps, request_id)
     return result
+
+
+async def _audit_caps(
+    gw: Gateway, job: JobRecord, refused: list[CapExceeded], request_id: str
+) -> None:
+    """Cap rejections are safety actions: one audit row per refused create. An audit store
+    that is down does not turn the refusal into another error (it is logged)."""
+    entries = [
+        AuditEntry(
+            action=AuditAction.CAP_REJECTION,
+            outcome=AuditOutcome.OK,
+            job_id=job.job_id,
+            reason=exc.message,
+            detail={**(exc.error_data or {}), "request_id": request_id},
+        )
+        for exc in refused
+    ]
+    try:
+        await gw.audit.record_audit(entries, now=_now(gw))
+    except StoreError as err:
+        logs.event("audit_not_recorded", job_id=job.job_id, error=err.message, level=40)
 
 
 def refused_entry(exc: GatewayError, request_id: str) -> dict[str, Any]:

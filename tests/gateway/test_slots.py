@@ -452,6 +452,11 @@ class TestJobState:
         answer = await create(http, gateway, "adsets", adset_params(cid), job_id=job_id, slot=3)
         answer.refused(409, "cap_exceeded")
         assert "create:adset" not in await graph_ops(graph_sim)
+        # A cap rejection is a safety action: it is in the job's audit trail.
+        trail = await gateway.gateway.audit.audit(job_id=job_id, action="cap_rejection")
+        (row,) = trail.items
+        assert row.detail["entity_type"] == "adset"
+        assert row.detail["request_id"] == answer.headers["X-Gateway-Request-Id"]
 
     @pytest.mark.parametrize(
         ("headers", "problem"),
