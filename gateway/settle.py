@@ -109,6 +109,7 @@ async def settle(
                         entity_type=child.entity_type,
                         graph_id=child.graph_id,
                         parent_id=child.parent_id,
+                        job_id=intent.job_id,
                         source=intent.source,
                     )
                     for n, child in enumerate(children)

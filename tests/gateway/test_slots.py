@@ -337,6 +337,10 @@ class TestBatchesAndCopies:
         assert {slots[("adset", 2)].graph_id, slots[("ad", 2)].graph_id} == new_ids
         shown = (await progress(http, gateway, job_id)).body
         assert shown["status"] == "completed"
+        # The copy's child is recorded as the job's too (rollback and the ledger listing see it).
+        child = await gateway.gateway.ledger.find_by_graph_id(slots[("ad", 2)].graph_id or "")
+        assert child is not None
+        assert child.job_id == job_id
 
         again = await create(http, gateway, copy_path, {"deep_copy": "true"}, job_id=job_id)
         again.refused(409, "cap_exceeded")
