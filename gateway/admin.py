@@ -16,7 +16,7 @@ from typing import Any, get_args
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import admin_jobs, logs, rollback
+from gateway import admin_jobs, logs, openapi, rollback
 from gateway.admin_http import error as _error
 from gateway.admin_http import rejected as _rejected
 from gateway.admin_http import since as _since
@@ -395,5 +395,6 @@ def create_admin_app(gw: Gateway) -> web.Application:
     app.router.add_post("/admin/v1/jobs/{job_id}/rollback", _job_rollback)
     app.router.add_post("/admin/v1/campaigns/{campaign_id}/rollback", _campaign_rollback)
     app.router.add_get("/admin/v1/audit", _audit)
+    app.router.add_get("/admin/v1/openapi.json", openapi.handle)
     admin_jobs.add_routes(app)
     return app

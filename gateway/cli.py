@@ -17,7 +17,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import __version__, logs, workers
+from gateway import __version__, cli_jobs, logs, workers
+from gateway.admin_client import DEFAULT_URL as DEFAULT_ADMIN_URL
 from gateway.app import load_policy, serve
 from gateway.demo import run_demo
 from gateway.errors import ConfigError, StoreUnavailable
@@ -64,7 +65,59 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-policy", help="validate a policy file or directory")
     check.add_argument("file", type=Path, help="a policy TOML file, or a directory of them")
+    _jobs_parser(commands)
     return parser
+
+
+def _jobs_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`jobs list|show|verify|repair|rollback` (gateway/cli_jobs.py runs them)."""
+    admin = argparse.ArgumentParser(add_help=False)
+    admin.add_argument(
+        "--admin-url",
+        help=f"the admin port (GATEWAY_ADMIN_URL, default {DEFAULT_ADMIN_URL}); "
+        "the admin token is read from GATEWAY_ADMIN_TOKEN",
+    )
+    admin.add_argument("--json", action="store_true", help="print the API's JSON, for scripts")
+    graph = argparse.ArgumentParser(add_help=False)
+    graph.add_argument(
+        "--access-token",
+        help="Graph token for the gateway's Graph calls (prefer env GATEWAY_ROLLBACK_TOKEN: "
+        "a flag shows in `ps`); unset: the gateway's own",
+    )
+    jobs = commands.add_parser(
+        "jobs",
+        help="list, show, verify, repair or roll back jobs over the admin API",
+        description="The admin API from a terminal. Exit codes: 0 done; 1 the API answered an "
+        "error (or a rollback left failed steps); 2 a usage error or no admin API to reach.",
+    )
+    sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    listing = sub.add_parser("list", parents=[admin], help="jobs, newest first")
+    listing.add_argument("--status", help="only jobs in this status (e.g. failed)")
+    listing.add_argument("--account", help="only this ad account (act_...)")
+    listing.add_argument("--since", help="created at or after: ISO 8601 or unix seconds")
+    listing.add_argument("--limit", type=int, help="jobs per page (default 100, at most 500)")
+    listing.add_argument("--all", action="store_true", help="follow paging to the last job")
+    show = sub.add_parser("show", parents=[admin], help="a job: slots, entities, audit")
+    show.add_argument("job_id", metavar="JOB_ID")
+    for action, what in (
+        ("verify", "compare what Graph holds with the ledger (post-creation verification)"),
+        ("repair", "verify, then free missing slots and adopt untracked entities"),
+    ):
+        cmd = sub.add_parser(action, parents=[admin, graph], help=what)
+        cmd.add_argument("job_id", metavar="JOB_ID")
+    rollback = sub.add_parser(
+        "rollback",
+        parents=[admin, graph],
+        help="show the rollback plan, ask, then delete the job's entities",
+        description="Prints the dry-run plan, asks before deleting unless --yes, then prints "
+        "the report. With --json, stdout carries one document: the report when executed, "
+        "else the plan.",
+    )
+    rollback.add_argument("id", metavar="ID", help="a job id (a campaign id with --campaign)")
+    rollback.add_argument("--campaign", action="store_true", help="ID is a campaign's Graph id")
+    rollback.add_argument("--reason", help="why (required to execute; kept in every audit row)")
+    rollback.add_argument("--yes", action="store_true", help="do not ask before deleting")
+    rollback.add_argument("--dry-run", action="store_true", help="only show the plan")
 
 
 def _gateway_flags(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +210,24 @@ def _run_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _run_jobs(args: argparse.Namespace) -> int:
+    access = cli_jobs.Access(
+        admin_url=args.admin_url or os.environ.get("GATEWAY_ADMIN_URL") or DEFAULT_ADMIN_URL,
+        admin_token=os.environ.get("GATEWAY_ADMIN_TOKEN") or None,
+        graph_token=getattr(args, "access_token", None)
+        or os.environ.get("GATEWAY_ROLLBACK_TOKEN")
+        or None,
+    )
+    term = cli_jobs.Terminal(out=sys.stdout, err=sys.stderr, stdin=sys.stdin)
+    try:
+        return asyncio.run(cli_jobs.run(args, access, term))
+    except KeyboardInterrupt:
+        # At the rollback question nothing was sent; during a call, the gateway finishes what
+        # it started (a rollback is resumable: run it again to see where it stands).
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
 def _run_check_policy(args: argparse.Namespace) -> int:
     if not args.file.exists():
         return _problems("invalid policy:", [f"{args.file}: no such file or directory"])
@@ -230,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": _run_migrate,
         "demo": _run_demo,
         "check-policy": _run_check_policy,
+        "jobs": _run_jobs,
     }
     if args.command in handlers:
         return handlers[args.command](args)
