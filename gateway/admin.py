@@ -268,7 +268,7 @@ async def _job(request: web.Request) -> web.StreamResponse:
 
 # --- rollback and audit (DESIGN.md §2 invariant 8, §6 "Rollback") ----------------------------
 
-ROLLBACK_KEYS = frozenset({"dry_run", "reason", "access_token", "actor"})
+ROLLBACK_KEYS = frozenset({"dry_run", "reason", "access_token", "actor", "plan_id"})
 MAX_ACTOR = 128
 
 
@@ -298,6 +298,8 @@ async def _rollback_body(request: web.Request) -> tuple[dict[str, Any], list[str
         problems.append("reason: required to execute a rollback (it goes into every audit row)")
     if not isinstance(doc.get("access_token", ""), str):
         problems.append("access_token: a string")
+    if not isinstance(doc.get("plan_id", ""), str):
+        problems.append("plan_id: the plan_id a dry run answered")
     actor = doc.get("actor", rollback.DEFAULT_ACTOR)
     if not isinstance(actor, str) or not 1 <= len(actor.strip()) <= MAX_ACTOR:
         problems.append(f"actor: a name of 1 to {MAX_ACTOR} characters")
@@ -333,11 +335,14 @@ async def _rollback(
             reason=doc["reason"],
             token=doc.get("access_token") or None,
             actor=doc.get("actor", rollback.DEFAULT_ACTOR).strip(),
+            expected_plan=doc.get("plan_id") or None,
         )
     except JobNotFound as exc:
         return _rejected("job_not_found", exc.message)
     except rollback.CampaignNotRecorded as exc:
         return _error(404, str(exc))
+    except rollback.PlanChanged as exc:
+        return _error(409, str(exc), plan=rollback.plan_json(exc.planned))
     except BadRequest as exc:
         return _rejected("bad_request", exc.message)
     except StoreError as exc:

@@ -261,21 +261,19 @@ async def _rollback(
             else:
                 term.say("Nothing deleted.")
             return EXIT_OK
-    body = {"dry_run": False, "reason": args.reason.strip(), **_token_body(access)}
+    # Pinned to the plan shown: if anything changed since (a job still running), the gateway
+    # refuses (409) and deletes nothing, rather than delete what the operator never saw.
+    body = {
+        "dry_run": False,
+        "reason": args.reason.strip(),
+        "plan_id": plan.get("plan_id"),
+        **_token_body(access),
+    }
     report = await post(body)
     if args.json:
         term.dump(report)
     else:
         _say_report(term, report)
-    # The gateway plans again when it executes: a create that landed after the plan was shown
-    # (a job still running) is deleted too. Say so rather than let it pass unnoticed.
-    shown = {step["graph_id"] for step in plan.get("steps", [])}
-    unseen = [s["graph_id"] for s in report.get("steps", []) if s["graph_id"] not in shown]
-    if unseen:
-        term.err.write(
-            f"graph-gateway: {len(unseen)} entities not in the plan shown were in the rollback "
-            f"(created meanwhile): {', '.join(unseen)}\n"
-        )
     if report.get("outcome") != "ok":
         term.err.write(
             f"graph-gateway: {len(report.get('failures', []))} step(s) failed; "

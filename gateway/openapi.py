@@ -50,7 +50,13 @@ def _json(description: str, schema: Schema) -> Schema:
 
 
 def _errors(*statuses: int) -> dict[str, Schema]:
-    names = {400: "BadRequest", 404: "NotFound", 502: "BadGateway", 503: "Unavailable"}
+    names = {
+        400: "BadRequest",
+        404: "NotFound",
+        409: "PlanChanged",
+        502: "BadGateway",
+        503: "Unavailable",
+    }
     refs = {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
     return {
         **refs,
@@ -286,13 +292,19 @@ def _schemas() -> dict[str, Schema]:
                 },
                 access_token={**STRING, "description": "else GATEWAY_ROLLBACK_TOKEN; never stored"},
                 actor={**STRING, "maxLength": 128, "default": "admin"},
+                plan_id={
+                    **STRING,
+                    "description": "the dry run's plan_id: executing is refused (409, nothing "
+                    "deleted) if the plan changed since",
+                },
             ),
             "additionalProperties": False,
         },
         "RollbackPlan": _obj(
-            ["dry_run", "steps", "count", "batches", "done", "kept"],
+            ["dry_run", "plan_id", "steps", "count", "batches", "done", "kept"],
             **target,
             dry_run={"const": True},
+            plan_id=STRING,
             steps=_array(step),
             count=INTEGER,
             batches=INTEGER,
@@ -371,6 +383,11 @@ def _error_responses() -> dict[str, Schema]:
         },
         "Forbidden": _json("a wrong admin token", error),
         "NotFound": _json("no such job, campaign or breaker", error),
+        "PlanChanged": _json(
+            "executing was pinned to a dry run's plan_id and the plan changed: nothing was "
+            "deleted; `error.plan` is the plan now",
+            error,
+        ),
         "BadGateway": _json("Graph could not be read", error),
         "Unavailable": _json("the ledger or the coordinator (Redis) does not answer", error),
     }
@@ -382,7 +399,7 @@ def _paths() -> dict[str, Schema]:
             "the plan (dry run) or the report (executed)",
             {"oneOf": [_ref("RollbackPlan"), _ref("RollbackReport")]},
         ),
-        **_errors(400, 404, 503),
+        **_errors(400, 404, 409, 503),
     }
     rollback_body = _body("no body: a dry run", _ref("RollbackRequest"))
     return {

@@ -22,6 +22,7 @@ only: never stored, logged or put in an audit row.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,25 @@ _PAGE = 500
 
 class CampaignNotRecorded(LookupError):
     """The ledger holds no row for the campaign: there is no recorded tree to roll back."""
+
+
+class PlanChanged(Exception):
+    """Executing was pinned to a dry run's plan (`plan_id`) and the plan is no longer that:
+    something was created (or deleted) since the operator looked. Nothing was deleted."""
+
+    def __init__(self, expected: str, planned: Planned) -> None:
+        super().__init__(
+            f"The rollback plan changed since the dry run (plan {expected}, now "
+            f"{plan_id(planned)} with {len(planned.plan.steps)} step(s)): look at it again; "
+            "nothing was deleted"
+        )
+        self.planned = planned
+
+
+def plan_id(planned: Planned) -> str:
+    """A short fingerprint of a plan's steps (their ids, in order): what a dry run showed."""
+    text = "\n".join(f"{s.entity_type}:{s.graph_id}" for s in planned.plan.steps)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -174,10 +194,12 @@ async def execute(
     reason: str,
     token: str | None,
     actor: str = DEFAULT_ACTOR,
+    expected_plan: str | None = None,
 ) -> Report:
     """Run the rollback of a job or a campaign tree (see the module docstring). Raises
     BadRequest without a reason or a Graph token, JobNotFound, CampaignNotRecorded, and
-    StoreError when the ledger cannot be read or the audit written."""
+    StoreError when the ledger cannot be read or the audit written; PlanChanged (nothing
+    deleted) when *expected_plan* is given and the plan is no longer the one it names."""
     reason = reason.strip()
     if not reason:
         raise BadRequest("A rollback needs a reason (it goes into every audit row)")
@@ -185,6 +207,8 @@ async def execute(
     if not token:
         raise BadRequest("No Graph token: pass access_token or set GATEWAY_ROLLBACK_TOKEN")
     planned = await plan(gw, job_id=job_id, campaign_id=campaign_id)
+    if expected_plan is not None and expected_plan != plan_id(planned):
+        raise PlanChanged(expected_plan, planned)
     run = secrets.token_hex(8)
     ctx = _Run(gw, planned, run, reason, actor)
     runner = BatchRunner(
@@ -356,6 +380,7 @@ def plan_json(planned: Planned) -> dict[str, Any]:
     return {
         **_target_json(planned),
         "dry_run": True,
+        "plan_id": plan_id(planned),
         "steps": [_step_json(s) for s in the_plan.steps],
         "count": len(the_plan.steps),
         "batches": len(the_plan.batches),

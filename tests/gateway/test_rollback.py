@@ -665,3 +665,38 @@ async def test_the_audit_is_listed_newest_first_with_filters_and_paging(
             assert resp.status == 400
     async with http.get(f"{gw.admin_url}/admin/v1/jobs/{built.job_id}", headers=AUTH) as resp:
         assert len((await resp.json())["audit"]) == 9
+
+
+async def test_an_execute_pinned_to_a_dry_run_is_refused_when_the_plan_changed(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    """The operator approved the plan of a dry run; a create landed since (the job still
+    running): executing with that plan_id → 409, nothing deleted; the new plan runs."""
+    async with running_gateway(
+        graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}", environ={"GATEWAY_ADMIN_TOKEN": "t"}
+    ) as gw:
+        job_id = await job(http, gw, {"campaign": 1, "adset": 2})
+        cid = (await create(http, gw, "campaigns", campaign_params(), job_id=job_id)).body["id"]
+        await create(http, gw, "adsets", adset_params(cid, "a"), job_id=job_id)
+        url = f"{gw.admin_url}/admin/v1/jobs/{job_id}/rollback"
+        auth = {"Authorization": "Bearer t"}
+        async with http.post(url, json={"dry_run": True}, headers=auth) as resp:
+            shown = await resp.json()
+        assert shown["count"] == 2
+        await create(http, gw, "adsets", adset_params(cid, "b"), job_id=job_id)  # meanwhile
+        execute = {
+            "dry_run": False,
+            "reason": "wrong targeting",
+            "access_token": ALICE,
+            "plan_id": shown["plan_id"],
+        }
+        async with http.post(url, json=execute, headers=auth) as resp:
+            refused = await resp.json()
+            assert resp.status == 409, refused
+        assert refused["error"]["plan"]["count"] == 3
+        assert len(await graph_sim.objects(type="adset", live=True)) == 2  # nothing deleted
+        execute["plan_id"] = refused["error"]["plan"]["plan_id"]
+        async with http.post(url, json=execute, headers=auth) as resp:
+            done = await resp.json()
+            assert resp.status == 200, done
+        assert await graph_sim.objects(type="adset", live=True) == []
