@@ -39,6 +39,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unknown path or method answers in the API's error envelope, not aiohttp's text."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _error(404, f"No admin endpoint {request.method} {request.path}")
+    except web.HTTPMethodNotAllowed as exc:
+        response = _error(405, f"{request.method} is not allowed on {request.path}")
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
+
+
+@web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[GATEWAY].settings.admin_token
     if token and request.path.startswith(ADMIN_PREFIX):
@@ -387,7 +400,7 @@ async def _audit(request: web.Request) -> web.StreamResponse:
 
 
 def create_admin_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=[_auth])
+    app = web.Application(middlewares=[_json_errors, _auth])
     app[GATEWAY] = gw
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

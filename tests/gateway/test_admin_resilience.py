@@ -350,3 +350,16 @@ async def test_readyz_checks_redis_and_is_503_without_it(
             finally:
                 gw.gateway.coordinator = live
         assert (await breakers(http, gw))["graph"]["state"] == "closed"
+
+
+async def test_an_unknown_admin_path_or_method_answers_in_the_error_envelope(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, sqlite_url: str
+) -> None:
+    async with running_gateway(graph_sim.url, sqlite_url) as gw:
+        async with http.get(f"{gw.admin_url}/admin/v1/nope") as resp:
+            assert resp.status == 404
+            assert "No admin endpoint" in (await resp.json())["error"]["message"]
+        async with http.delete(f"{gw.admin_url}/admin/v1/breakers") as resp:
+            assert resp.status == 405
+            assert "GET" in resp.headers["Allow"]
+            assert (await resp.json())["error"]["status"] == 405
