@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -118,32 +117,16 @@ class ThrottleGate:
         self._store: GateStore = store or MemoryGateStore()
         self._lanes: dict[str, _Lane] = {}
 
-    @asynccontextmanager
-    async def slot(
+    def slot(
         self, account_id: str | None, *, deadline: float | None = None, kind: str = DEFAULT_KIND
-    ) -> AsyncIterator[float]:
-        """Wait for a turn to call Graph for *account_id*; yields the milliseconds waited.
+    ) -> Slot:
+        """`async with gate.slot(account, deadline=...) as waited_ms:` waits for a turn to call
+        Graph for *account_id* and gives the milliseconds waited.
 
         *deadline* is the latest start, on the clock's `now()` scale (default: now plus the
         policy's `max_wait_seconds`); *kind* is the call's business-use-case type.
         """
-        started = self._clock.now()
-        if deadline is None:
-            deadline = started + self.policy.max_wait_seconds
-        lane_key = account_gate(account_id) if account_id else APP
-        lane = self._lanes.setdefault(lane_key, _Lane())
-        lane.users += 1
-        admitted = False
-        try:
-            await self._enter(lane, gates_for(account_id, kind), lane_key, deadline)
-            lane.in_flight += 1
-            admitted = True
-            yield max(0.0, self._clock.now() - started) * 1000.0
-        finally:
-            lane.in_flight -= admitted
-            lane.users -= 1
-            if not lane.users:
-                del self._lanes[lane_key]
+        return Slot(self, account_id, deadline, kind)
 
     async def observe(self, headers: Mapping[str, str], account: str | None) -> None:
         """Feed the usage headers of a Graph answer to a call for *account*."""
@@ -306,6 +289,51 @@ class ThrottleGate:
             retry_after=wait,
             error_data={"ad_account_id": lane_key if lane_key != APP else None, "wait": wait},
         )
+
+
+class Slot:
+    """The async context manager `ThrottleGate.slot()` returns (one use). A class, not a
+    generator: it is on every call's path."""
+
+    __slots__ = ("_account", "_admitted", "_deadline", "_gate", "_kind", "_lane", "_lane_key")
+
+    def __init__(
+        self, gate: ThrottleGate, account_id: str | None, deadline: float | None, kind: str
+    ) -> None:
+        self._gate, self._account, self._deadline, self._kind = gate, account_id, deadline, kind
+        self._lane_key = account_gate(account_id) if account_id else APP
+        self._lane: _Lane | None = None
+        self._admitted = False
+
+    async def __aenter__(self) -> float:
+        gate = self._gate
+        started = gate._clock.now()
+        deadline = self._deadline
+        if deadline is None:
+            deadline = started + gate.policy.max_wait_seconds
+        lane = self._lane = gate._lanes.setdefault(self._lane_key, _Lane())
+        lane.users += 1
+        try:
+            await gate._enter(lane, gates_for(self._account, self._kind), self._lane_key, deadline)
+        except BaseException:
+            self._leave()
+            raise
+        lane.in_flight += 1
+        self._admitted = True
+        return max(0.0, gate._clock.now() - started) * 1000.0
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._leave()
+
+    def _leave(self) -> None:
+        lane = self._lane
+        if lane is None:
+            return
+        self._lane = None
+        lane.in_flight -= self._admitted
+        lane.users -= 1
+        if not lane.users:
+            del self._gate._lanes[self._lane_key]
 
 
 def _idle() -> dict[str, Any]:

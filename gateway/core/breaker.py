@@ -253,7 +253,8 @@ def record(
         # The common case (every call in a busy second): only the newest bucket changes.
         last = buckets[-1]
         newest = Bucket(second, last.calls + 1, last.failures + (not success), last.slow + slow)
-        b = replace(b, buckets=(*buckets[:-1], newest))
+        # CLOSED carries no probe fields: built directly, the hot path skips replace().
+        b = Breaker(b.config, b.state, b.epoch, b.since, (*buckets[:-1], newest))
     else:
         current = next((x for x in buckets if x.second == second), Bucket(second))
         kept = [x for x in buckets if x.second != second and x.second > second - cfg.window_seconds]

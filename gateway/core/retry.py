@@ -392,9 +392,9 @@ def _count(
     return BudgetState(window, tuple(BudgetBucket(s, *counts[s]) for s in sorted(counts)))
 
 
-def record_request(state: BudgetState, now: float) -> BudgetState:
-    """*state* counting one more request at *now*: call once per request, not per try."""
-    return _count(state, now, state.window_seconds, requests=1)
+def record_request(state: BudgetState, now: float, count: int = 1) -> BudgetState:
+    """*state* counting *count* more requests at *now*: once per request, not per try."""
+    return _count(state, now, state.window_seconds, requests=count)
 
 
 # Float slack for the allowance: 0.29 * 100 is 28.999999999999996, which must still allow 29.
