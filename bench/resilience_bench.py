@@ -195,6 +195,11 @@ async def run_condition(label: str, faults: list[dict[str, Any]], jobs: int) -> 
         "upstream": upstream,
         "retries": metric_sum(metrics, "gateway_retries_total"),
         "reconciliations": metric_sum(metrics, "gateway_reconciliations_total"),
+        "refused": {
+            line.split()[0]: line.split()[-1]
+            for line in metrics.splitlines()
+            if line.startswith(("gateway_retries_refused_total{", "gateway_retries_total{"))
+        },
         "checks": checks,
         "outcomes": dict(client.outcomes),
         "fired": {r["id"]: (r["fired"], r["matched"]) for r in rules},
@@ -221,6 +226,7 @@ async def main(jobs: int) -> int:
         )
     for r in results:
         print(f"client saw ({r['label']}): {r['outcomes']}")
+        print(f"retries ({r['label']}): {r['refused']}")
     fired = ", ".join(f"{k} {f}/{m}" for k, (f, m) in results[1]["fired"].items())
     print(f"faults fired/matched ops: {fired}")
     free, faulty = results
