@@ -213,6 +213,19 @@ async def run_demo(*, seed: int, database_url: str | None, say: Say, linger: flo
         return 0 if ok else 1
 
 
+def _absorbed(gw: GatewayHandle) -> str:
+    """What the gateway did about the faults, from its own metrics."""
+    counts: Counter[str] = Counter()
+    for metric in gw.gateway.metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.name == "gateway_retries_total":
+                counts[f"re-sent ({sample.labels['reason']})"] += int(sample.value)
+            elif sample.name == "gateway_reconciliations_total":
+                where, result = sample.labels["where"], sample.labels["result"]
+                counts[f"looked up: {result} ({where})"] += int(sample.value)
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items()) if n) or "nothing to do"
+
+
 async def summary(
     gw: GatewayHandle, sim: SimHandle, backend: Backend, job_id: str, say: Say
 ) -> bool:
@@ -227,6 +240,9 @@ async def summary(
     say("Summary")
     seen = ", ".join(f"{n} x {what}" for what, n in backend.outcomes.most_common())
     say(f"  the backend saw   {seen}")
+    rules = await sim.faults()
+    fired = sum(int(r.get("fired", 0)) for r in rules if r.get("kind") != "latency")
+    say(f"  the gateway       met {fired} fault(s): {_absorbed(gw)}")
     say(
         "  the ledger holds  "
         + ", ".join(f"{states.get(s.value, 0)} {s.value}" for s in EntityState)

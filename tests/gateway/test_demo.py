@@ -18,6 +18,8 @@ async def test_the_demo_job_ends_with_exactly_50_ad_sets_and_50_ads_all_on_recor
     saw = next(line for line in lines if "the backend saw" in line)
     assert "Graph code" not in saw, text  # every fault was absorbed by the gateway
     assert "outcome_unknown" not in saw, text
+    absorbed = next(line for line in lines if "the gateway" in line and "fault(s)" in line)
+    assert "looked up" in absorbed, text  # the faults did hit, and were looked up
     assert "job completed: ad 50/50, adset 50/50, campaign 1/1" in text
     assert "exactly 50 ad sets and 50 ads, as asked" in text
     assert "every entity on Graph has a `created` row" in text
