@@ -138,7 +138,7 @@ async def _repair(request: web.Request) -> web.StreamResponse:
     gw, job, token = found
     try:
         report = await verify_and_record(gw, job, token, actor="admin")
-        result = await repair_and_record(gw, job, report, actor="admin")
+        result = await repair_and_record(gw, job, report, actor="admin", token=token)
         after = await gw.jobs.job(job.job_id)
     except StoreError as exc:
         return error(503, f"ledger unavailable: {exc.message}")

@@ -189,6 +189,10 @@ async def serve(
     shared = settings.workers > 1 or not parent
     async with AsyncExitStack() as stack:
         gw = await stack.enter_async_context(open_gateway(settings))
+        host = settings.listen.host
+        # How this process reaches its own proxy port (a repair re-creates through it).
+        loopback = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
+        gw.self_url = f"http://{loopback}:{settings.listen.port}"
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -287,4 +291,5 @@ async def running_gateway(
             stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, host, 0).start()
             urls.append(f"http://{host}:{runner.addresses[0][1]}")
+        gw.self_url = urls[0]
         yield GatewayHandle(urls[0], urls[1], gw)

@@ -50,6 +50,8 @@ class Gateway:
     budget: RetryBudget
     started_at: float = 0.0  # POSIX seconds when this process opened the gateway
     tokens: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    # This process's own proxy port, once bound (a repair re-creates through the normal path).
+    self_url: str | None = None
     # Ledger rows a request of this process is reconciling (the recovery worker leaves them).
     reconciling: set[int] = field(default_factory=set)
     # The Redis coordinator the breakers, gates and budget share (None: in-process), for /readyz.

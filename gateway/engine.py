@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -129,6 +132,7 @@ async def run_create(gw: Gateway, call: CreateCall) -> CreateResult:
         sent_ops = ops
     references = _op_references(call) if batch else {}
     intents = []
+    asked = _asked(call) if call.job_id is not None else {}
     for op in sent_ops:
         account = op.account_id
         if op.entity_type == "copy":
@@ -154,6 +158,7 @@ async def run_create(gw: Gateway, call: CreateCall) -> CreateResult:
                 name=op.name,
                 job_id=call.job_id,
                 slot_no=plan.slot_of(op.index) if plan else None,
+                params=asked.get(op.index),
             )
         )
     rows: dict[int, int] = {}
@@ -184,6 +189,54 @@ async def run_create(gw: Gateway, call: CreateCall) -> CreateResult:
         return await delivery.run()
     finally:
         gw.reconciling.difference_update(rows.values())
+
+
+# Never kept with a create's parameters (DESIGN.md §3.1: tokens are not stored).
+_SECRET_PARAMS = frozenset({"access_token", "appsecret_proof", "appsecret_time"})
+
+
+def _unversioned(path: str) -> str:
+    path = path.lstrip("/")
+    head, _, rest = path.partition("/")
+    return rest if re.fullmatch(r"v\d+\.\d+", head) else path
+
+
+def _kept(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in _SECRET_PARAMS}
+
+
+def _asked(call: CreateCall) -> dict[int, dict[str, Any]]:
+    """What each create of a job's request asked for, by op index, as `Intent.params` keeps
+    it: {"path": unversioned, "params": {...}} without tokens. An op that depends on another
+    op of its batch (`{result=...}`) or a body that cannot be read (a streamed upload) is not
+    kept: such an entity is not made again by a repair."""
+    if not isinstance(call.body, bytes) or call.content_type not in (_FORM, _JSON):
+        return {}
+    raw = RawRequest(
+        method=call.request.method,
+        path=call.request.path,
+        query=call.request.query,
+        content_type=call.content_type,
+        authorization=None,
+        body=call.body,
+    )
+    params = request_params(raw)
+    if not isinstance(call.decision, Batch):
+        op = call.decision.op
+        return {op.index: {"path": _unversioned(call.request.path), "params": _kept(params)}}
+    parsed = parse_batch_body(params)
+    out: dict[int, dict[str, Any]] = {}
+    for op in call.decision.creates:
+        entry = parsed.ops[op.index] if parsed and op.index < len(parsed.ops) else None
+        if not isinstance(entry, dict):
+            continue
+        url, body = str(entry.get("relative_url", "")), entry.get("body", "")
+        if not isinstance(body, str) or "{result=" in unquote(url + body):
+            continue
+        path, _, query = url.partition("?")
+        fields = dict(parse_qsl(query)) | dict(parse_qsl(body, keep_blank_values=True))
+        out[op.index] = {"path": _unversioned(path), "params": _kept(fields)}
+    return out
 
 
 _ID_REFERENCE = re.compile(r"^\{result=([^:{}]+):\$\.id\}$")

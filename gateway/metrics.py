@@ -173,8 +173,9 @@ class Metrics:
         )
         self.repairs = Counter(
             "gateway_repairs_total",
-            "Job repairs after verification, by move (freed: a missing entity's slot freed for "
-            "the re-drive; adopted: an untracked entity taken into a free slot).",
+            "Job repairs after verification, by move (freed: a missing entity's slot freed; "
+            "adopted: an untracked entity taken into a free slot; recreated: a missing entity "
+            "made again through the proxy).",
             ["move"],
             registry=r,
         )

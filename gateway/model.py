@@ -47,6 +47,9 @@ class Intent:
     name: str | None = None
     job_id: str | None = None
     slot_no: int | None = None  # the job slot this create fills
+    # A job's create: {"path": unversioned path, "params": {...}} without any token, so a
+    # repair can make the entity again if Graph loses it.
+    params: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class EntityRecord:
     created_at: datetime
     updated_at: datetime
     slot_no: int | None = None
+    params: Mapping[str, Any] | None = None  # see Intent.params
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,12 @@ async def send_due(gw: Gateway) -> int:
             async with gw.session.post(
                 due.url,
                 json=body,
-                headers={"User-Agent": "graph-safety-gateway"},
+                # gw.session sets no Content-Type or User-Agent by itself (it forwards callers'
+                # headers as they are): a webhook gets both.
+                headers={
+                    "User-Agent": "graph-safety-gateway",
+                    "Content-Type": "application/json",
+                },
                 timeout=aiohttp.ClientTimeout(total=policy.timeout_seconds),
                 allow_redirects=False,
             ) as resp:

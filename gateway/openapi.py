@@ -363,10 +363,12 @@ def _schemas() -> dict[str, Schema]:
             job_id=STRING,
             verification=_ref("Verification"),
             repair=_obj(
-                ["freed", "adopted", "not_adopted"],
+                ["freed", "adopted", "not_adopted", "recreated", "not_recreated"],
                 freed=_array(slot_ref),
                 adopted=_array(slot_ref),
                 not_adopted=_array(slot_ref),
+                recreated=_array(slot_ref),
+                not_recreated=_array(slot_ref),
             ),
             job_status=_enum([s.value for s in JobStatus]),
         ),

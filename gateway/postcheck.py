@@ -207,7 +207,7 @@ async def verify_completed(gw: Gateway) -> int:
         try:
             report = await verify_and_record(gw, job, token, actor="gateway")
             if policy.repair_after_completion and not report.clean:
-                await repair_and_record(gw, job, report, actor="gateway")
+                await repair_and_record(gw, job, report, actor="gateway", token=token)
         except GatewayError as exc:
             logs.event("job_verification_failed", job_id=job.job_id, error=exc.message, level=30)
             continue

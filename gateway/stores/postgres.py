@@ -54,7 +54,7 @@ CALLER_KEY_BYTES = 32
 
 _COLUMNS = (
     "id, request_id, op_index, caller, account_id, entity_type, source, state, parent_id, "
-    "name, job_id, graph_id, error, created_at, updated_at, slot_no"
+    "name, job_id, graph_id, error, created_at, updated_at, slot_no, params"
 )
 
 
@@ -77,6 +77,7 @@ def _record(row: Any) -> EntityRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         slot_no=row["slot_no"],
+        params=None if row["params"] is None else json.loads(row["params"]),
     )
 
 
@@ -98,11 +99,12 @@ class PostgresLedger(PostgresJobs, PostgresIdempotency, PostgresAudit, AsyncClos
                 """
                 INSERT INTO entities (request_id, op_index, caller, account_id, entity_type,
                                       source, state, parent_id, name, job_id, slot_no,
-                                      created_at, updated_at)
-                SELECT r, o, c, a, t, s, 'sending', p, n, j, sn, $10, $10
+                                      created_at, updated_at, params)
+                SELECT r, o, c, a, t, s, 'sending', p, n, j, sn, $10, $10, pa::jsonb
                 FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
-                            $6::text[], $7::text[], $8::text[], $9::text[], $11::int[])
-                     WITH ORDINALITY AS u(r, o, c, a, t, s, p, n, j, sn, ord)
+                            $6::text[], $7::text[], $8::text[], $9::text[], $11::int[],
+                            $12::text[])
+                     WITH ORDINALITY AS u(r, o, c, a, t, s, p, n, j, sn, pa, ord)
                 ORDER BY ord
                 RETURNING id, request_id, op_index
                 """,
@@ -117,6 +119,7 @@ class PostgresLedger(PostgresJobs, PostgresIdempotency, PostgresAudit, AsyncClos
                 [i.job_id for i in intents],
                 at,
                 [i.slot_no for i in intents],
+                [None if i.params is None else canonical_json(i.params) for i in intents],
             )
         # RETURNING's row order is not promised; match ids to intents by key.
         by_key = {(r["request_id"], r["op_index"]): int(r["id"]) for r in rows}

@@ -61,12 +61,12 @@ CALLER_KEY_BYTES = 32
 
 _COLUMNS = (
     "id, request_id, op_index, caller, account_id, entity_type, source, state, parent_id, "
-    "name, job_id, graph_id, error, created_at, updated_at, slot_no"
+    "name, job_id, graph_id, error, created_at, updated_at, slot_no, params"
 )
 # Multi-row INSERTs; {values} becomes "(?, …), (?, …)", one group per row.
 _INSERT_INTENTS = (
     "INSERT INTO entities (request_id, op_index, caller, account_id, entity_type, source, state,"
-    " parent_id, name, job_id, slot_no, created_at, updated_at) VALUES {values}"
+    " parent_id, name, job_id, slot_no, created_at, updated_at, params) VALUES {values}"
     " RETURNING id, request_id, op_index"
 )
 _INSERT_DISCOVERED = (
@@ -94,6 +94,7 @@ def _record(row: Sequence[Any]) -> EntityRecord:
         created_at=instant(row[13]),
         updated_at=instant(row[14]),
         slot_no=row[15],
+        params=None if row[16] is None else json.loads(row[16]),
     )
 
 
@@ -143,6 +144,7 @@ class SqliteLedger(SqliteJobs, SqliteIdempotency, SqliteAudit, AsyncClosing):
                 i.slot_no,
                 at,
                 at,
+                None if i.params is None else canonical_json(i.params),
             )
             for i in intents
         ]
@@ -150,7 +152,7 @@ class SqliteLedger(SqliteJobs, SqliteIdempotency, SqliteAudit, AsyncClosing):
         def run(conn: sqlite3.Connection) -> list[int]:
             ids: list[int] = []
             for chunk in _chunks(rows, ROWS_PER_STATEMENT):
-                sql = _INSERT_INTENTS.format(values=_placeholders(len(chunk), 13))
+                sql = _INSERT_INTENTS.format(values=_placeholders(len(chunk), 14))
                 got = conn.execute(sql, [v for row in chunk for v in row]).fetchall()
                 # RETURNING's row order is not promised; match ids to intents by key.
                 by_key = {(r[1], r[2]): int(r[0]) for r in got}

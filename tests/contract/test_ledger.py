@@ -86,6 +86,7 @@ class TestWriteIntents:
                     name="Ad ünïcode 4",
                     job_id="job-7",
                     slot_no=12,
+                    params={"path": "act_42/ads", "params": {"name": "Ad ünïcode 4", "n": 1}},
                 )
             ],
             now=T0,
@@ -107,7 +108,10 @@ class TestWriteIntents:
             created_at=T0,
             updated_at=T0,
             slot_no=12,
+            params={"path": "act_42/ads", "params": {"name": "Ad ünïcode 4", "n": 1}},
         )
+        (plain,) = await ledger.write_intents([intent("req-10")], now=T0)
+        assert (await row(ledger, plain)).params is None
 
     async def test_timestamps_come_back_in_utc_whatever_zone_they_were_given_in(
         self, ledger: Ledger

@@ -25,6 +25,7 @@ class Receiver:
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
+        assert request.content_type == "application/json"
         self.posts.append(await request.json())
         return web.Response(status=self.statuses.pop(0) if self.statuses else 204)
 

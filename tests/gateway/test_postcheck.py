@@ -234,10 +234,13 @@ async def test_a_completed_job_is_verified_once_in_the_background_and_repaired_i
         assert rows["verification"].actor == "gateway"
         assert rows["verification"].detail["counts"]["missing"] == 1
         assert rows["repair"].detail["freed"][0]["graph_id"] == ids[0]
+        (made,) = rows["repair"].detail["recreated"]  # from the parameters on record
         shown = (await progress(http, gw, job_id)).body
-        assert shown["status"] == "in_progress"  # a slot is free again for the re-drive
-        assert shown["slots"]["adset"]["free"] == 1
-        assert await verify_completed(gw.gateway) == 0  # not completed any more: not again
+        assert shown["status"] == "completed"
+        assert shown["slots"]["adset"]["created"] == 2
+        live = {o["id"] for o in await graph_sim.objects(type="adset", live=True)}
+        assert live == {ids[1], made["new_graph_id"]}
+        assert await verify_completed(gw.gateway) == 0  # verified once: not again
 
 
 async def test_a_completed_clean_job_is_verified_only_once(
@@ -252,3 +255,45 @@ async def test_a_completed_clean_job_is_verified_only_once(
         assert await verify_completed(gw.gateway) == 0
         shown = (await progress(http, gw, job_id)).body
         assert shown["post_verification"]["clean"] is True
+
+
+async def test_repair_re_creates_a_silently_dropped_ad_set_through_the_normal_create_path(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    """Graph lost one of the job's ad sets (nothing untracked to adopt): the repair makes it
+    again from the parameters the ledger kept (no token among them), into the same slot, via
+    the gateway's own proxy — intent first, counted against the job's cap."""
+    async with running_gateway(graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}") as gw:
+        job_id = await job(http, gw, {"campaign": 1, "adset": 3})
+        cid = (await create(http, gw, "campaigns", campaign_params(), job_id=job_id)).body["id"]
+        ids = [
+            (await create(http, gw, "adsets", adset_params(cid, f"s{n}"), job_id=job_id)).body["id"]
+            for n in range(3)
+        ]
+        lost = await gw.gateway.ledger.find_by_graph_id(ids[1])
+        assert lost is not None
+        assert lost.params is not None
+        assert lost.params["path"] == "act_1001/adsets"
+        assert "access_token" not in lost.params["params"]
+        await _direct(http, graph_sim, "DELETE", ids[1])
+        record = await gw.gateway.jobs.job(job_id)
+        assert record is not None
+
+        report = await verify_job(gw.gateway, record, ALICE)
+        result = await repair_job(gw.gateway, record, report, ALICE)
+
+        assert result["adopted"] == []
+        assert result["not_recreated"] == [], result
+        (made,) = result["recreated"]
+        assert (made["graph_id"], made["slot_no"]) == (ids[1], 2)
+        live = {o["id"]: o for o in await graph_sim.objects(type="adset", live=True)}
+        assert set(live) == {ids[0], ids[2], made["new_graph_id"]}
+        assert live[made["new_graph_id"]]["name"] == "s1"
+        slots = {
+            s.slot_no: s.graph_id
+            for s in await gw.gateway.jobs.slots(job_id)
+            if s.entity_type == "adset"
+        }
+        assert slots == {1: ids[0], 2: made["new_graph_id"], 3: ids[2]}
+        assert (await gw.gateway.jobs.job(job_id)).status.value == "completed"  # type: ignore[union-attr]
+        assert (await verify_job(gw.gateway, record, ALICE)).clean

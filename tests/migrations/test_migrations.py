@@ -234,7 +234,7 @@ async def test_upgrading_a_0002_sqlite_database_keeps_jobs_and_slots_and_their_l
         " updated_at) VALUES ('j', 'adset', 1, 'created', 'r', 'g1', ?)",
         (T,),
     )
-    assert [m.version for m in await apply_sqlite(sqlite_conn)] == ["0003", "0004"]
+    assert [m.version for m in await apply_sqlite(sqlite_conn)] == ["0003", "0004", "0005"]
     rows = await sqlite_conn.execute_fetchall("SELECT job_id, external_ref, status FROM jobs")
     assert [tuple(r) for r in rows] == [("j", "ref", "completed")]
     rows = await sqlite_conn.execute_fetchall("SELECT job_id, state, graph_id FROM slots")
@@ -260,7 +260,7 @@ async def test_upgrading_a_0002_postgres_database_allows_partially_rolled_back(
         "INSERT INTO jobs VALUES ('j', 'c', 'act_1', 'n', NULL, '{}', 'completed', '{}',"
         " now(), now())"
     )
-    assert [m.version for m in await apply_postgres(pg_conn)] == ["0003", "0004"]
+    assert [m.version for m in await apply_postgres(pg_conn)] == ["0003", "0004", "0005"]
     await pg_conn.execute("UPDATE jobs SET status = 'partially_rolled_back'")
     with pytest.raises(asyncpg.CheckViolationError):
         await pg_conn.execute("UPDATE jobs SET status = 'odd'")
