@@ -328,3 +328,46 @@ async def test_sigkill_after_an_answer_was_lost_loses_and_duplicates_nothing(
     await kill(gateway)
 
     await restart_and_redrive(backend, start_gateway, graph_sim, http, job, campaign_id)
+
+
+async def test_sigkill_mid_rollback_and_a_restart_finish_it_deleting_nothing_twice(
+    start_gateway: Start, graph_sim: SimHandle, http: aiohttp.ClientSession
+) -> None:
+    """A rollback executing when the process is SIGKILLed (Graph ran the ad sets' delete batch,
+    its answer never came back): the restarted gateway's execute reads them deleted, deletes
+    the rest, and no entity ever got two DELETEs (DESIGN.md §2.8)."""
+    gateway = await start_gateway()
+    backend = Backend(http, gateway.url)
+    job = await backend.declare()
+    made = await backend.campaign(job)
+    assert made.status == 200, made.body
+    campaign_id = str(made.body["id"])
+    for slot in range(1, 4):
+        assert (await backend.adset(job, campaign_id, slot)).status == 200
+    mine = {o["id"] for o in await graph_sim.objects(live=True) if o["account_id"] == ACCOUNT}
+    # The first batch (the ad sets) runs on Graph, then its answer is held: kill meanwhile.
+    await graph_sim.add_fault(kind="stall_after_commit", op="batch", times=1, stall_seconds=30)
+    body = {"dry_run": False, "reason": "crash test", "access_token": TOKEN}
+    execute = asyncio.ensure_future(
+        http.post(f"{gateway.admin_url}/admin/v1/jobs/{job}/rollback", json=body)
+    )
+
+    async def stalled() -> bool:
+        return any(f["fired"] for f in await graph_sim.faults())
+
+    await eventually(stalled, "the delete batch reached Graph", 10)
+    await kill(gateway)
+    with contextlib.suppress(aiohttp.ClientError):
+        (await execute).close()
+    await graph_sim.clear_faults()
+
+    restarted = await start_gateway()
+    async with http.post(f"{restarted.admin_url}/admin/v1/jobs/{job}/rollback", json=body) as resp:
+        report = await resp.json()
+        assert resp.status == 200, report
+    assert report["job_status"] == "rolled_back"
+    live = {o["id"] for o in await graph_sim.objects(live=True) if o["account_id"] == ACCOUNT}
+    assert not (live & mine)
+    arrived = (await graph_sim.requests(log=10_000))["log"]
+    deletes = Counter(e["path"].strip("/") for e in arrived if e["method"] == "DELETE")
+    assert deletes == Counter(mine), deletes  # each entity of the job deleted exactly once
