@@ -22,9 +22,11 @@ only: never stored, logged or put in an audit row.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -206,6 +208,27 @@ async def execute(
     token = token or gw.settings.rollback_token
     if not token:
         raise BadRequest("No Graph token: pass access_token or set GATEWAY_ROLLBACK_TOKEN")
+    # One execution per target at a time in this process: a second one waits and then plans
+    # from what the first left (its deletes are idempotent anyway, across replicas too).
+    target = f"job:{job_id}" if job_id is not None else f"campaign:{campaign_id}"
+    lock = _RUNNING.setdefault(target, asyncio.Lock())
+    async with lock:
+        return await _execute(gw, job_id, campaign_id, reason, token, actor, expected_plan)
+
+
+# Executions in progress, by target (weak: a lock nobody holds or waits for goes away).
+_RUNNING: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+async def _execute(
+    gw: Gateway,
+    job_id: str | None,
+    campaign_id: str | None,
+    reason: str,
+    token: str,
+    actor: str,
+    expected_plan: str | None,
+) -> Report:
     planned = await plan(gw, job_id=job_id, campaign_id=campaign_id)
     if expected_plan is not None and expected_plan != plan_id(planned):
         raise PlanChanged(expected_plan, planned)

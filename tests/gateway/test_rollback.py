@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from gateway import rollback
-from gateway.model import CreateSource, EntityState, Intent, Outcome
+from gateway.model import CreateSource, EntityState, Intent, JobStatus, Outcome
 from gateway.testing import GatewayHandle, SimHandle, running_gateway
 from tests.gateway.test_jobs import (
     ALICE,
@@ -700,3 +700,19 @@ async def test_an_execute_pinned_to_a_dry_run_is_refused_when_the_plan_changed(
             done = await resp.json()
             assert resp.status == 200, done
         assert await graph_sim.objects(type="adset", live=True) == []
+
+
+async def test_two_executes_at_once_take_turns_and_delete_each_entity_once(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, tmp_path: Path
+) -> None:
+    async with running_gateway(graph_sim.url, f"sqlite:///{tmp_path / 'g.db'}", environ=ENV) as gw:
+        built = await build(http, gw, graph_sim)
+        first, second = await asyncio.gather(
+            *(
+                rollback.execute(gw.gateway, job_id=built.job_id, reason=REASON, token=None)
+                for _ in range(2)
+            )
+        )
+        assert {first.status, second.status} == {JobStatus.ROLLED_BACK}
+    assert await live(graph_sim) == set()
+    assert await deletes(graph_sim) == Counter(built.all)
