@@ -178,17 +178,25 @@ async def apply_postgres(
 ) -> list[Migration]:
     """Apply the missing *migrations* to the asyncpg connection *conn*; return those applied.
 
-    Every transaction first takes `pg_advisory_xact_lock`, so of two runners racing on one
-    database the second waits, then sees the first one's rows and applies nothing.
+    The whole run holds a session-level `pg_advisory_lock`, so of two runners racing on one
+    database the second waits until the first has applied everything, then applies nothing.
+    Each file still goes in its own transaction with its `schema_migrations` row.
     """
     todo = load_migrations("postgres") if migrations is None else migrations
+    await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    try:
+        return await _apply_postgres_locked(conn, todo)
+    finally:
+        if not conn.is_closed():  # a lost connection has released the lock already
+            await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+
+
+async def _apply_postgres_locked(conn: Any, todo: Sequence[Migration]) -> list[Migration]:
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
         await conn.execute(_SCHEMA_MIGRATIONS_POSTGRES)
     applied: list[Migration] = []
     for migration in todo:
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
             done = await conn.fetchval(
                 "SELECT 1 FROM schema_migrations WHERE version = $1", migration.version
             )
