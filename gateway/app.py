@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import jobs, logs, workers
-from gateway.admin import create_admin_app
+from gateway.admin import create_admin_app, create_worker_metrics_app
 from gateway.attempt import BreakerWatch
 from gateway.breaker import BreakerRegistry, MemoryBreakerStore
 from gateway.budget import RetryBudget
@@ -139,7 +139,7 @@ async def open_gateway(
             idempotency=ledger,  # type: ignore[arg-type]  # both stores implement every port
             audit=ledger,  # type: ignore[arg-type]  # both stores implement every port
             session=session,
-            verifier=Verifier(session, settings.upstream, policy.verification, clock, timeout),
+            verifier=Verifier(policy.verification, clock),
             metrics=metrics,
             gate=gate,
             breakers=breakers,
@@ -199,14 +199,17 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
         proxy = gw.policy.proxy
         apps = [(create_proxy_app(gw), settings.listen, shared)]
-        # The admin port is the parent's alone. Prometheus metrics live in each process's
-        # memory: with the port shared, each scrape would land on a random worker and its
-        # counters would jump back and forth between processes' values, which is worse than a
-        # steady view of one process. The breakers, gates and budget the admin API shows and
-        # forces are in Redis, shared by every worker; only /metrics and the queue depths
-        # and in-flight counts of /admin/v1/accounts are the parent's own.
+        # The admin port is the parent's alone (on a shared port a scrape would land on a
+        # random process). Prometheus metrics live in each process's memory: a worker serves
+        # its own on a loopback listener, named in its ready line, and the parent's /metrics
+        # gathers them all. The breakers, gates and budget the admin API shows and forces are
+        # in Redis, shared by every worker; only the queue depths and in-flight counts of
+        # /admin/v1/accounts are the parent's own.
+        pool = None
+        if parent and settings.workers > 1:
+            pool = workers.WorkerPool(worker_command, worker_env or {}, settings.workers, gw.clock)
         if parent:
-            apps.append((create_admin_app(gw), settings.admin_listen, False))
+            apps.append((create_admin_app(gw, pool=pool), settings.admin_listen, False))
         for app, address, reuse_port in apps:
             runner = web.AppRunner(
                 app, access_log=None, keepalive_timeout=proxy.client_keepalive_seconds
@@ -221,14 +224,14 @@ async def serve(
                 reuse_port=reuse_port or None,
             )
             await site.start()
+        metrics_port = None
         if not parent:
-            await stack.enter_async_context(workers.watching_parent(stop))
-        elif settings.workers > 1:
-            await stack.enter_async_context(
-                workers.running_workers(
-                    worker_command, worker_env or {}, settings.workers, gw.clock
-                )
+            metrics_port = await stack.enter_async_context(
+                workers.metrics_listener(create_worker_metrics_app(gw))
             )
+            await stack.enter_async_context(workers.watching_parent(stop))
+        elif pool is not None:
+            await stack.enter_async_context(workers.running_pool(pool))
         logs.event(
             "gateway_started",
             listen=str(settings.listen),
@@ -244,6 +247,8 @@ async def serve(
                 where += f", admin on http://{settings.admin_listen}"
             if settings.workers > 1:
                 where += f", {settings.workers} worker processes"
+            if metrics_port is not None:
+                where += f", {workers.metrics_note(metrics_port)}"
             ready(where)
         await stop.wait()
         logs.event("gateway_stopping")

@@ -29,7 +29,7 @@ from gateway.context import Gateway
 from gateway.core.breaker import BreakerState, Rejected
 from gateway.core.outcome import parse_json
 from gateway.core.retry import ErrorClass, classify_error, graph_error, next_delay, should_retry
-from gateway.errors import StoreError, UpstreamTimeout
+from gateway.errors import StoreError, UpstreamError, UpstreamTimeout
 from gateway.metrics import Metrics
 from gateway.upstream import decode_body, map_errors
 
@@ -206,6 +206,54 @@ def throttle_absorbable(reply: Reply, tally: Tally) -> bool:
     if reply.error_class is not ErrorClass.THROTTLE or reply.throttle_wait is None:
         return False
     return tally.wait_again()
+
+
+async def read_retried(
+    gw: Gateway,
+    tally: Tally,
+    *,
+    url: URL | str,
+    account: str | None,
+    kind: str,
+    params: dict[str, str] | None = None,
+    method: str = "GET",
+    headers: CIMultiDict[str] | None = None,
+    data: Any = None,
+    max_attempts: int | None = None,
+) -> Reply:
+    """A call that changes nothing on Graph (a read, a batch of reads), retried like any read:
+    transport failures and transient answers within the retry policy (and *max_attempts*, when
+    given), throttles waited out at the gate. Returns the last answer; raises what `try_once`
+    raises once no retry is left (`Throttled` and `CircuitOpenError` at once)."""
+    while True:
+        try:
+            reply = await try_once(
+                gw,
+                tally,
+                method=method,
+                url=url,
+                params=params,
+                headers=headers if headers is not None else CIMultiDict(),
+                data=data,
+                account=account,
+                create=False,
+                kind=kind,
+            )
+        except UpstreamError as exc:
+            retry = exc.transport and _below(tally, max_attempts)
+            if retry and await may_retry(gw, tally, exc.transport or ""):
+                continue
+            raise
+        if throttle_absorbable(reply, tally):
+            continue
+        transient = reply.error_class is ErrorClass.TRANSIENT and _below(tally, max_attempts)
+        if transient and await may_retry(gw, tally, "transient"):
+            continue
+        return reply
+
+
+def _below(tally: Tally, max_attempts: int | None) -> bool:
+    return max_attempts is None or tally.attempts < max_attempts
 
 
 async def may_retry(

@@ -20,10 +20,10 @@ from gateway.metrics import Metrics
 from gateway.ports import AuditStore, IdempotencyStore, JobStore, Ledger
 from gateway.ratequeue import ThrottleGate
 from gateway.settings import Settings
-from gateway.verification import Verifier
 
 if TYPE_CHECKING:
     from gateway.stores.redis_coord import RedisCoordinator
+    from gateway.verification import Verifier
 
 # How many callers' tokens the gateway keeps in memory (never on disk) so its recovery worker
 # can look on Graph for them; beyond that it falls back to GATEWAY_ROLLBACK_TOKEN.

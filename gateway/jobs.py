@@ -173,6 +173,7 @@ async def declare_job(request: web.Request) -> web.StreamResponse:
     job_id = "job_" + secrets.token_hex(10)
     started = gw.clock.monotonic()
     checks = await gw.verifier.run(
+        gw,
         caller=caller,
         token=token,
         account_id=spec.account_id,

@@ -15,13 +15,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from multidict import CIMultiDict
-
-from gateway.attempt import Tally, may_retry, try_once
+from gateway.attempt import Tally, read_retried
 from gateway.context import Gateway
 from gateway.core.reconcile import Candidate, Decision, Pending, Undecided, match
-from gateway.core.retry import ErrorClass
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import GatewayError
 from gateway.model import EntityQuery, EntityRecord, EntityState
 
 # Where each type's entities are listed, by the kind of parent its row records.
@@ -96,27 +93,14 @@ async def children(
     out: list[dict[str, Any]] = []
     pages = 0
     while pages < _PAGES:
-        try:
-            reply = await try_once(
-                gw,
-                tally,
-                method="GET",
-                url=f"{gw.settings.upstream}/{path}",
-                params=params,
-                headers=CIMultiDict(),
-                data=None,
-                account=account,
-                create=False,
-                kind="lookup",
-            )
-        except UpstreamError as exc:
-            if exc.transport and await may_retry(gw, tally, exc.transport):
-                continue
-            raise
-        if reply.throttle_wait is not None and reply.error_class is ErrorClass.THROTTLE:
-            continue  # the gate holds the next look until the regain time
-        if reply.error_class is ErrorClass.TRANSIENT and await may_retry(gw, tally, "transient"):
-            continue
+        reply = await read_retried(
+            gw,
+            tally,
+            url=f"{gw.settings.upstream}/{path}",
+            params=params,
+            account=account,
+            kind="lookup",
+        )
         doc = reply.doc
         if reply.status != 200 or not isinstance(doc, dict):
             raise GatewayError(f"Graph answered {reply.status} listing {path}")

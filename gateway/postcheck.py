@@ -18,11 +18,10 @@ from urllib.parse import urlencode
 from multidict import CIMultiDict
 
 from gateway import logs
-from gateway.attempt import Tally, may_retry, try_once
+from gateway.attempt import Tally, read_retried
 from gateway.context import Gateway
 from gateway.core.postcheck import Recorded, Report, Seen, compare
-from gateway.core.retry import ErrorClass
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import GatewayError
 from gateway.lookup import children
 from gateway.model import (
     AuditAction,
@@ -78,28 +77,16 @@ async def _read_batch(
     ]
     data = urlencode({"batch": json.dumps(ops), "access_token": token}).encode()
     headers = CIMultiDict({"Content-Type": "application/x-www-form-urlencoded"})
-    while True:
-        try:
-            reply = await try_once(
-                gw,
-                tally,
-                method="POST",
-                url=f"{gw.settings.upstream}/",
-                headers=headers,
-                data=data,
-                account=account,
-                create=False,
-                kind="verify",
-            )
-        except UpstreamError as exc:
-            if exc.transport and await may_retry(gw, tally, exc.transport):
-                continue
-            raise
-        if reply.throttle_wait is not None and reply.error_class is ErrorClass.THROTTLE:
-            continue
-        if reply.error_class is ErrorClass.TRANSIENT and await may_retry(gw, tally, "transient"):
-            continue
-        break
+    reply = await read_retried(
+        gw,
+        tally,
+        method="POST",
+        url=f"{gw.settings.upstream}/",
+        headers=headers,
+        data=data,
+        account=account,
+        kind="verify",
+    )
     if not isinstance(reply.doc, list) or len(reply.doc) != len(ids):
         raise GatewayError(f"Graph answered {reply.status} to a batch of reads")
     out: dict[str, Seen | None] = {}

@@ -17,7 +17,7 @@ from typing import Any
 from multidict import CIMultiDict
 
 from gateway import logs
-from gateway.attempt import Reply, Tally, may_retry, throttle_absorbable, try_once
+from gateway.attempt import Reply, Tally, may_retry, read_retried, throttle_absorbable, try_once
 from gateway.context import Gateway
 from gateway.core import rollback as core
 from gateway.core.retry import ErrorClass
@@ -218,32 +218,14 @@ class BatchRunner:
         """GET {upstream}/{path}, retried like any read: transport failures and transient
         answers within the retry policy, throttles waited out at the gate."""
         gw = self.gw
-        tally = Tally.start(gw)
-        while True:
-            try:
-                reply = await try_once(
-                    gw,
-                    tally,
-                    method="GET",
-                    url=f"{gw.settings.upstream}/{path}",
-                    params=params,
-                    headers=CIMultiDict(),
-                    data=None,
-                    account=account,
-                    create=False,
-                    kind=KIND,
-                )
-            except UpstreamError as exc:
-                if exc.transport and await may_retry(gw, tally, exc.transport):
-                    continue
-                raise
-            if throttle_absorbable(reply, tally):
-                continue
-            if reply.error_class is ErrorClass.TRANSIENT and await may_retry(
-                gw, tally, "transient"
-            ):
-                continue
-            return reply
+        return await read_retried(
+            gw,
+            Tally.start(gw),
+            url=f"{gw.settings.upstream}/{path}",
+            params=params,
+            account=account,
+            kind=KIND,
+        )
 
 
 def _failed(ids: Sequence[str], error: Mapping[str, Any] | None) -> Outcomes:

@@ -1,7 +1,11 @@
 """Runs the pre-creation checks against Graph: concurrently, retried, cached per caller.
 
 The decisions are gateway.core.verify's; this module only reads Graph and times the reads.
-Reads are retried on transient failures with aiohttp-retry (they change nothing).
+Every read takes the path all calls to Graph take (`gateway.attempt.read_retried`): the
+account's throttle gate, the "graph" circuit breaker, the retry policy and budget, capped at
+`[verification] attempts` tries. A read that cannot be made says ERROR for its check; an open
+breaker or a throttle past its deadline answers the whole declaration (503 `circuit_open`,
+429 `throttled`) as it would any other call.
 """
 
 from __future__ import annotations
@@ -10,19 +14,21 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp_retry import ExponentialRetry, RetryClient
-
+from gateway.attempt import Tally, read_retried
 from gateway.clock import Clock
 from gateway.core import verify
 from gateway.core.verify import Verdict, VerifyPolicy
+from gateway.errors import CircuitOpenError, GatewayError, Throttled, UpstreamError
 from gateway.model import CheckResult
 
+if TYPE_CHECKING:
+    from gateway.context import Gateway
+
 COUNT_EDGES = {"campaign": "campaigns", "adset": "adsets", "ad": "ads"}
-# Transient answers worth another try: Graph's 5xx and its edge's HTML 502s.
-RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# The `kind` label of these reads in gateway_upstream_attempts_total and the latency histogram.
+KIND = "precheck"
 
 
 @dataclass
@@ -31,49 +37,46 @@ class _Cached:
     value: Any
 
 
+@dataclass
+class _Reads:
+    """The reads of one verification run. An open breaker or a throttle past its deadline is
+    kept as the run's `refusal`: it answers the whole declaration, not one check."""
+
+    gw: Gateway
+    token: str
+    attempts: int
+    refusal: GatewayError | None = None
+
+    async def get(
+        self, path: str, params: Mapping[str, str], account: str | None
+    ) -> tuple[int, Any]:
+        """(status, parsed JSON or None); status 0 when Graph could not be reached."""
+        gw = self.gw
+        try:
+            reply = await read_retried(
+                gw,
+                Tally.start(gw),
+                url=f"{gw.settings.upstream}/{path}",
+                params={**params, "access_token": self.token},
+                account=account,
+                kind=KIND,
+                max_attempts=self.attempts,
+            )
+        except (CircuitOpenError, Throttled) as exc:
+            self.refusal = self.refusal or exc
+            return 0, None
+        except UpstreamError:
+            return 0, None
+        return reply.status, reply.doc
+
+
 class Verifier:
     """Pre-creation verification for one gateway (holds the per-caller cache)."""
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        upstream: str,
-        policy: VerifyPolicy,
-        clock: Clock,
-        timeout: aiohttp.ClientTimeout,
-    ) -> None:
-        self._client = RetryClient(
-            client_session=session,
-            raise_for_status=False,
-            retry_options=ExponentialRetry(
-                attempts=policy.attempts,
-                start_timeout=0.05,
-                max_timeout=1.0,
-                statuses=set(RETRY_STATUSES),
-                exceptions={aiohttp.ClientError, TimeoutError},
-            ),
-        )
-        self._upstream = upstream
+    def __init__(self, policy: VerifyPolicy, clock: Clock) -> None:
         self._policy = policy
         self._clock = clock
-        self._timeout = timeout
         self._cache: dict[tuple[str, ...], _Cached] = {}
-
-    async def _read(self, token: str, path: str, params: Mapping[str, str]) -> tuple[int, Any]:
-        """(status, parsed JSON or None); status 0 when Graph could not be reached."""
-        try:
-            async with self._client.get(
-                f"{self._upstream}/{path}",
-                params={**params, "access_token": token},
-                timeout=self._timeout,
-            ) as resp:
-                raw = await resp.read()
-                try:
-                    return resp.status, json.loads(raw) if raw else None
-                except ValueError:
-                    return resp.status, None
-        except (aiohttp.ClientError, TimeoutError):
-            return 0, None
 
     async def _cached(
         self, key: tuple[str, ...], compute: Callable[[], Awaitable[Verdict]]
@@ -91,6 +94,7 @@ class Verifier:
 
     async def run(
         self,
+        gw: Gateway,
         *,
         caller: str,
         token: str,
@@ -98,30 +102,32 @@ class Verifier:
         campaign_name: str,
         expect: Mapping[str, int],
     ) -> list[CheckResult]:
-        """Every check, run concurrently; each with its verdict and how long it took."""
+        """Every check, run concurrently; each with its verdict and how long it took. Raises
+        `CircuitOpenError` or `Throttled` when a read was refused for one of those."""
+        reads = _Reads(gw, token, self._policy.attempts)
 
         async def token_check() -> Verdict:
-            return verify.check_token(*await self._read(token, "me", {"fields": "id,name"}))
+            return verify.check_token(*await reads.get("me", {"fields": "id,name"}, None))
 
         async def account_check() -> Verdict:
-            status, body = await self._read(
-                token, account_id, {"fields": "account_status,disable_reason,name"}
+            status, body = await reads.get(
+                account_id, {"fields": "account_status,disable_reason,name"}, account_id
             )
             return verify.check_account(status, body, account_id)
 
         async def name_check() -> Verdict:
             filtering = json.dumps([{"field": "name", "operator": "EQUAL", "value": campaign_name}])
-            status, body = await self._read(
-                token,
+            status, body = await reads.get(
                 f"{account_id}/campaigns",
                 {"filtering": filtering, "fields": "id,name", "limit": "50"},
+                account_id,
             )
             return verify.check_campaign_name(status, body, campaign_name, self._policy)
 
         async def limits_check() -> Verdict:
             async def count(edge: str) -> int | None:
-                status, body = await self._read(
-                    token, f"{account_id}/{edge}", {"summary": "true", "limit": "1"}
+                status, body = await reads.get(
+                    f"{account_id}/{edge}", {"summary": "true", "limit": "1"}, account_id
                 )
                 summary = body.get("summary") if isinstance(body, dict) else None
                 total = summary.get("total_count") if isinstance(summary, dict) else None
@@ -145,4 +151,7 @@ class Verifier:
             took = round((self._clock.monotonic() - started) * 1000, 3)
             return CheckResult(name, verdict.status, verdict.detail, took, verdict.data)
 
-        return list(await asyncio.gather(*(timed(n, c) for n, c in checks.items())))
+        results = list(await asyncio.gather(*(timed(n, c) for n, c in checks.items())))
+        if reads.refusal is not None:
+            raise reads.refusal
+        return results
