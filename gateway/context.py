@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -56,6 +58,11 @@ class Gateway:
     reconciling: set[int] = field(default_factory=set)
     # The Redis coordinator the breakers, gates and budget share (None: in-process), for /readyz.
     coordinator: RedisCoordinator | None = None
+    # Rollback executions of this gateway, by target: one at a time (weak: a lock nobody holds
+    # or waits for goes away). Across replicas, a Redis lease (gateway.rollback).
+    rollback_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
 
     def remember_token(self, caller: str, token: str) -> None:
         """Keep a caller's token in memory only, for reconciliation reads on its behalf."""

@@ -23,11 +23,12 @@ only: never stored, logged or put in an audit row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
-import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -208,16 +209,19 @@ async def execute(
     token = token or gw.settings.rollback_token
     if not token:
         raise BadRequest("No Graph token: pass access_token or set GATEWAY_ROLLBACK_TOKEN")
-    # One execution per target at a time in this process: a second one waits and then plans
-    # from what the first left (its deletes are idempotent anyway, across replicas too).
+    # One execution per target at a time: a second one waits and then plans from what the
+    # first left. In this process by a lock; across replicas by a Redis lease when Redis is
+    # configured (StoreUnavailable, nothing deleted, when it cannot be had).
     target = f"job:{job_id}" if job_id is not None else f"campaign:{campaign_id}"
-    lock = _RUNNING.setdefault(target, asyncio.Lock())
-    async with lock:
+    lock = gw.rollback_locks.setdefault(target, asyncio.Lock())
+    async with lock, _across_replicas(gw, target):
         return await _execute(gw, job_id, campaign_id, reason, token, actor, expected_plan)
 
 
-# Executions in progress, by target (weak: a lock nobody holds or waits for goes away).
-_RUNNING: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+def _across_replicas(gw: Gateway, target: str) -> AbstractAsyncContextManager[None]:
+    if gw.coordinator is None:
+        return contextlib.nullcontext()
+    return gw.coordinator.leases.hold(f"rollback:{target}")
 
 
 async def _execute(

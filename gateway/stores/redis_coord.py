@@ -31,6 +31,7 @@ Keys (`prefix` defaults to "gateway:"), each holding the state's `to_dict()` as 
     {prefix}breaker:{name}   no TTL: a breaker forced open by the admin API must not expire
     {prefix}gate:{key}       TTL `gate_ttl_seconds` from the last write; GateState() is deleted
     {prefix}budget           TTL `budget_windows` windows from the last write
+    {prefix}lease:{name}     see gateway.stores.redis_lease (a token, renewed while held)
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from gateway.core.ratelimit import GateState
 from gateway.core.retry import BudgetState
 from gateway.errors import ConfigError, StoreConflict, StoreUnavailable
 from gateway.stores.closing import AsyncClosing
+from gateway.stores.redis_lease import RedisLeases
 
 __all__ = ["RedisBreakerStore", "RedisBudgetStore", "RedisCoordinator", "RedisGateStore"]
 
@@ -268,7 +270,8 @@ def _budget(raw: Raw) -> BudgetState:
 
 
 class RedisCoordinator(AsyncClosing):
-    """The three shared stores over one Redis client, which this object owns and closes."""
+    """The shared stores (breakers, gates, budget) and leases over one Redis client, which
+    this object owns and closes."""
 
     def __init__(
         self,
@@ -282,10 +285,12 @@ class RedisCoordinator(AsyncClosing):
     ) -> None:
         self.client = client
         self.prefix = prefix
-        cas = _Cas(client, max_attempts, clock or SystemClock())
+        clock = clock or SystemClock()
+        cas = _Cas(client, max_attempts, clock)
         self.breakers = RedisBreakerStore(cas, prefix)
         self.gates = RedisGateStore(cas, prefix, ttl_seconds=gate_ttl_seconds)
         self.budget = RedisBudgetStore(cas, prefix, windows=budget_windows)
+        self.leases = RedisLeases(client, prefix, clock)
 
     @classmethod
     def from_url(

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio
 
 from gateway.testing import GatewayHandle, SimHandle, running_gateway
 from tests.gateway.echo import running_echo
+
+# The default key prefix of the Redis coordinator: its breaker keys never expire, so every
+# test that runs a gateway on Redis deletes them before and after it runs (`clean_redis`).
+REDIS_PREFIX = "gateway:"
 
 
 @pytest.fixture
@@ -41,3 +46,21 @@ async def echo_gateway(echo_url: str, sqlite_url: str) -> AsyncIterator[GatewayH
     """The gateway in front of an upstream that reports what it received."""
     async with running_gateway(echo_url, sqlite_url) as handle:
         yield handle
+
+
+@pytest.fixture
+async def clean_redis(redis_url: str) -> AsyncIterator[str]:
+    """*redis_url*, without any key of the coordinator's default prefix before or after."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+
+    async def wipe() -> None:
+        keys = [key async for key in client.scan_iter(match=f"{REDIS_PREFIX}*")]
+        if keys:
+            await client.delete(*keys)
+
+    await wipe()
+    try:
+        yield redis_url
+    finally:
+        await wipe()
+        await client.aclose()

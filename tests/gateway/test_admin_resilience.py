@@ -4,22 +4,17 @@ readiness (DESIGN.md §3.3), over real HTTP against the simulator."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio
 
 from gateway.stores.redis_coord import RedisCoordinator
 from gateway.testing import GatewayHandle, SimHandle, running_gateway
 
 TOKEN = "sim-token-alice"
 ADMIN = "admin-secret-for-tests"
-# The default key prefix of the Redis coordinator: its breaker keys never expire, so every
-# test that uses Redis deletes them before and after it runs.
-REDIS_PREFIX = "gateway:"
 # A port nothing listens on: a Redis that is down.
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
 
@@ -57,24 +52,6 @@ async def breakers(http: aiohttp.ClientSession, gw: GatewayHandle) -> dict[str, 
 async def sim_calls(graph_sim: SimHandle) -> int:
     calls: int = (await graph_sim.requests())["http_requests"]
     return calls
-
-
-@pytest.fixture
-async def clean_redis(redis_url: str) -> AsyncIterator[str]:
-    """*redis_url*, without any key of the coordinator's default prefix before or after."""
-    client = redis.asyncio.Redis.from_url(redis_url)
-
-    async def wipe() -> None:
-        keys = [key async for key in client.scan_iter(match=f"{REDIS_PREFIX}*")]
-        if keys:
-            await client.delete(*keys)
-
-    await wipe()
-    try:
-        yield redis_url
-    finally:
-        await wipe()
-        await client.aclose()
 
 
 async def test_breakers_list_graph_closed_before_any_call(

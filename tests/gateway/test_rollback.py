@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 
 from gateway import rollback
 from gateway.model import CreateSource, EntityState, Intent, JobStatus, Outcome
+from gateway.stores.redis_coord import RedisCoordinator
 from gateway.testing import GatewayHandle, SimHandle, running_gateway
 from tests.gateway.test_jobs import (
     ALICE,
@@ -36,6 +38,7 @@ from tests.gateway.test_jobs import (
     job,
     on_graph,
 )
+from tests.pgschema import scratch_schema
 
 ADMIN = "admin-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -716,3 +719,56 @@ async def test_two_executes_at_once_take_turns_and_delete_each_entity_once(
         assert {first.status, second.status} == {JobStatus.ROLLED_BACK}
     assert await live(graph_sim) == set()
     assert await deletes(graph_sim) == Counter(built.all)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_two_replicas_executing_one_rollback_at_once_take_turns_through_redis(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, postgres_dsn: str, clean_redis: str
+) -> None:
+    """Two gateways on one PostgreSQL ledger and one Redis, an admin on each executing the
+    same job's rollback at the same moment: the Redis lease makes them take turns, so every
+    entity is sent one DELETE, the audit has one step per entity, and the second run is a
+    no-op that reports the job rolled back."""
+    env = {**ENV, "GATEWAY_REDIS_URL": clean_redis}
+    async with AsyncExitStack() as stack:
+        dsn = await stack.enter_async_context(scratch_schema(postgres_dsn))
+        one = await stack.enter_async_context(running_gateway(graph_sim.url, dsn, environ=env))
+        two = await stack.enter_async_context(running_gateway(graph_sim.url, dsn, environ=env))
+        built = await build(http, one, graph_sim)
+        first, second = await asyncio.gather(
+            *(
+                rollback.execute(g.gateway, job_id=built.job_id, reason=REASON, token=None)
+                for g in (one, two)
+            )
+        )
+        assert {first.status, second.status} == {JobStatus.ROLLED_BACK}
+        steps = [r for r in await audit(http, one, job=built.job_id) if r.get("graph_id")]
+    assert await live(graph_sim) == set()
+    assert await deletes(graph_sim) == Counter(built.all)
+    assert Counter(r["graph_id"] for r in steps if r["action"] == "rollback_step") == Counter(
+        built.all
+    )
+
+
+@pytest.mark.redis
+async def test_a_rollback_without_its_redis_lease_answers_503_and_deletes_nothing(
+    http: aiohttp.ClientSession, graph_sim: SimHandle, sqlite_url: str, clean_redis: str
+) -> None:
+    """With Redis configured but gone, the lease that keeps replicas from running one
+    rollback twice cannot be had: the execution is refused, nothing is sent to Graph."""
+    env = {**ENV, "GATEWAY_REDIS_URL": clean_redis}
+    async with running_gateway(graph_sim.url, sqlite_url, environ=env) as gw:
+        built = await build(http, gw, graph_sim)
+        live_coordinator = gw.gateway.coordinator
+        async with RedisCoordinator.from_url("redis://127.0.0.1:1/0", timeout=0.5) as dead:
+            gw.gateway.coordinator = dead
+            try:
+                answer = await roll_back(http, gw, built.job_id, dry_run=False, reason=REASON)
+            finally:
+                gw.gateway.coordinator = live_coordinator
+        assert answer.status == 503, answer.body
+        assert "Redis unavailable" in answer.body["error"]["message"]
+        assert await deletes(graph_sim) == Counter()
+        assert await live(graph_sim) == set(built.all)
+        assert await job_status(http, gw, built.job_id) == "completed"

@@ -379,3 +379,90 @@ async def test_a_registry_with_a_memory_fallback_keeps_working_when_redis_is_dow
     assert len(errors.seen) == 3
     assert all(isinstance(exc, StoreUnavailable) for exc in errors.seen)
     assert (await registry.snapshot())["graph"]["state"] == "open"
+
+
+# --------------------------------------------------------------------------- leases
+
+
+async def test_a_lease_held_by_one_replica_makes_the_other_wait_until_it_is_released(
+    replicas: tuple[RedisCoordinator, RedisCoordinator],
+) -> None:
+    one, two = replicas
+    order: list[str] = []
+    held = asyncio.Event()
+
+    async def first() -> None:
+        async with one.leases.hold("rollback:job:1"):
+            held.set()
+            order.append("one in")
+            await asyncio.sleep(0.3)
+            order.append("one out")
+
+    async def second() -> None:
+        await held.wait()
+        async with two.leases.hold("rollback:job:1"):
+            order.append("two in")
+
+    await asyncio.gather(first(), second())
+    assert order == ["one in", "one out", "two in"]
+
+
+async def test_leases_of_different_names_do_not_wait_for_each_other(
+    replicas: tuple[RedisCoordinator, RedisCoordinator],
+) -> None:
+    one, two = replicas
+    async with (
+        one.leases.hold("rollback:job:1"),
+        asyncio.timeout(1.0),
+        two.leases.hold("rollback:job:2"),
+    ):
+        pass
+
+
+async def test_a_held_lease_is_renewed_past_its_ttl(
+    replicas: tuple[RedisCoordinator, RedisCoordinator], raw: redis.asyncio.Redis
+) -> None:
+    """Held for four times its TTL: the key is still there and the other replica still waits."""
+    one, two = replicas
+    key = one.leases.key("rollback:job:1")
+    async with one.leases.hold("rollback:job:1", ttl_seconds=0.3):
+        waiter = asyncio.ensure_future(_enter(two, "rollback:job:1"))
+        await asyncio.sleep(1.2)
+        assert await raw.exists(key) == 1
+        assert not waiter.done()
+    await asyncio.wait_for(waiter, 2.0)
+    assert await raw.exists(key) == 0
+
+
+async def test_a_lease_whose_holder_vanished_lapses_after_its_ttl(
+    replicas: tuple[RedisCoordinator, RedisCoordinator], raw: redis.asyncio.Redis
+) -> None:
+    """A holder killed with -9 renews nothing: its lease is free once its TTL has passed."""
+    one, _ = replicas
+    await raw.set(one.leases.key("rollback:job:1"), "a-dead-holder", px=400)
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(_enter(one, "rollback:job:1"), 3.0)
+    assert asyncio.get_running_loop().time() - started >= 0.3
+
+
+async def test_an_error_in_the_work_under_a_lease_comes_out_unchanged_and_frees_it(
+    replicas: tuple[RedisCoordinator, RedisCoordinator], raw: redis.asyncio.Redis
+) -> None:
+    one, _ = replicas
+    with pytest.raises(KeyError, match="boom"):
+        async with one.leases.hold("rollback:job:1"):
+            raise KeyError("boom")
+    assert await raw.exists(one.leases.key("rollback:job:1")) == 0
+
+
+async def test_a_lease_on_an_unreachable_redis_raises_store_unavailable(
+    down: RedisCoordinator,
+) -> None:
+    with pytest.raises(StoreUnavailable, match="lease rollback:job:1"):
+        async with down.leases.hold("rollback:job:1"):
+            raise AssertionError("the work must not run without its lease")
+
+
+async def _enter(coordinator: RedisCoordinator, name: str) -> None:
+    async with coordinator.leases.hold(name):
+        pass
