@@ -16,7 +16,7 @@ from typing import Any, get_args
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import admin_jobs, logs, openapi, rollback
+from gateway import admin_jobs, logs, metrics_merge, openapi, rollback
 from gateway.admin_http import error as _error
 from gateway.admin_http import rejected as _rejected
 from gateway.admin_http import since as _since
@@ -25,7 +25,9 @@ from gateway.context import GATEWAY, Gateway
 from gateway.core.breaker import Breaker, ForceMode, describe
 from gateway.errors import BadRequest, JobNotFound, StoreError
 from gateway.jobs import job_json
+from gateway.metrics import GATEWAY_WIDE, PoolMetrics
 from gateway.model import AuditRecord, EntityQuery, EntityRecord, EntityState
+from gateway.workers import WorkerPool
 
 ADMIN_PREFIX = "/admin/v1/"
 MAX_PAGE = 1000
@@ -35,7 +37,17 @@ MAX_REASON = 500
 # gateway_breaker_state's values (its help text lists them).
 BREAKER_STATE_NUMBER = {"closed": 0, "open": 1, "half-open": 2, "forced-open": 3, "disabled": 4}
 
+# With --workers N, /metrics waits this long for the workers' metrics (asked all at once): well
+# inside Prometheus's default 10 s scrape timeout, and a worker's answer takes milliseconds, so
+# one that has not answered by then is stopped or wedged and is reported missing instead.
+WORKER_SCRAPE_SECONDS = 2.0
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The worker processes of `serve --workers N`, whose metrics /metrics gathers, and the
+# gauges saying whose it got (only when there are workers).
+WORKER_POOL = web.AppKey("worker_pool", WorkerPool)
+POOL_METRICS = web.AppKey("pool_metrics", PoolMetrics)
 
 
 @web.middleware
@@ -96,17 +108,52 @@ async def _readyz(request: web.Request) -> web.StreamResponse:
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
-    """Prometheus text; the gauges of state held elsewhere (queues, breakers) are read now."""
+    """Prometheus text; the gauges of state held elsewhere (queues, breakers) are read now.
+
+    With --workers N: the whole gateway's, each process's samples labelled `worker="<i>"`
+    (0: this one), the breaker states once and unlabelled (they are shared through Redis), and
+    `gateway_worker_scrape_up` saying whose samples are missing from this answer.
+    """
     gw = request.app[GATEWAY]
-    for lane, depth in gw.gate.depths().items():
-        gw.metrics.queue_depth.labels(lane).set(depth)
+    _read_queue_depths(gw)
     try:
         breakers = await _breakers_now(gw)
     except StoreError:
         breakers = {}  # keep the last known values; /readyz reports the store
     for name, doc in breakers.items():
         gw.metrics.breaker_state.labels(name).set(BREAKER_STATE_NUMBER.get(doc["state"], -1))
-    body = gw.metrics.render()
+    pool = request.app.get(WORKER_POOL)
+    if pool is None:
+        return _exposition(gw.metrics.render())
+    scraped = await pool.scrape_metrics(WORKER_SCRAPE_SECONDS)
+    up = request.app[POOL_METRICS].scrape_up
+    up.labels("0").set(1)
+    for worker_id, families in scraped.items():
+        up.labels(str(worker_id)).set(0 if families is None else 1)
+    # The parent's own families go through the parser too, so that every process's are in one
+    # shape (a registry's counters hold their _created samples; a parsed text's do not).
+    parent = metrics_merge.parse(
+        gw.metrics.render().decode() + request.app[POOL_METRICS].render().decode()
+    )
+    found = {i: families for i, families in scraped.items() if families is not None}
+    merged = metrics_merge.merge(parent, found, shared=GATEWAY_WIDE)
+    return _exposition(metrics_merge.render(merged))
+
+
+async def _own_metrics(request: web.Request) -> web.StreamResponse:
+    """A worker's metrics, for its parent's /metrics. The breaker states are left to the
+    parent, which reads them from Redis, where every worker's are."""
+    gw = request.app[GATEWAY]
+    _read_queue_depths(gw)
+    return _exposition(gw.metrics.render())
+
+
+def _read_queue_depths(gw: Gateway) -> None:
+    for lane, depth in gw.gate.depths().items():
+        gw.metrics.queue_depth.labels(lane).set(depth)
+
+
+def _exposition(body: bytes) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -399,9 +446,23 @@ async def _audit(request: web.Request) -> web.StreamResponse:
     return web.json_response(body)
 
 
-def create_admin_app(gw: Gateway) -> web.Application:
+def create_worker_metrics_app(gw: Gateway) -> web.Application:
+    """What a worker of `serve --workers N` serves on its loopback metrics listener: its own
+    GET /metrics, which the parent's gathers, and nothing else."""
+    app = web.Application()
+    app[GATEWAY] = gw
+    app.router.add_get("/metrics", _own_metrics)
+    return app
+
+
+def create_admin_app(gw: Gateway, *, pool: WorkerPool | None = None) -> web.Application:
+    """The admin port; with *pool* (the parent of `serve --workers N`) its /metrics is the
+    whole gateway's."""
     app = web.Application(middlewares=[_json_errors, _auth])
     app[GATEWAY] = gw
+    if pool is not None:
+        app[WORKER_POOL] = pool
+        app[POOL_METRICS] = PoolMetrics()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

@@ -142,13 +142,15 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "gateway_throttle_queue_depth",
-            "Calls waiting at the throttle gate now, by lane (account or app).",
+            "Calls waiting at this process's throttle gate now, by lane (account or app); with "
+            "--workers N one series per worker, summed for the gateway.",
             ["lane"],
             registry=r,
         )
         self.breaker_state = Gauge(
             "gateway_breaker_state",
-            "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced-open, 4 disabled.",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced-open, 4 disabled "
+            "(shared by every worker through Redis: reported once, with no worker label).",
             ["name"],
             registry=r,
         )
@@ -200,7 +202,34 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "gateway_requests_in_flight", "Requests being handled on the proxy port.", registry=r
+            "gateway_requests_in_flight",
+            "Requests being handled on the proxy port by this process.",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# Families whose value is the whole gateway's, not one process's: with --workers N the parent's
+# /metrics reports them once, unlabelled (gateway.metrics_merge.merge's `shared`). The breaker
+# state is read from Redis at each scrape, the same for every process.
+GATEWAY_WIDE = frozenset({"gateway_breaker_state", "gateway_worker_scrape_up"})
+
+
+class PoolMetrics:
+    """The parent's metrics about its workers' metrics. Only `serve --workers N` (N > 1) has
+    them, on a registry of their own: one process's /metrics stays as it always was."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.scrape_up = Gauge(
+            "gateway_worker_scrape_up",
+            "Whether this /metrics answer holds the samples of process <worker>: 1 yes, 0 no "
+            "(not running, or no answer in time: its series are missing from this scrape). "
+            "Worker 0 is the first process, which serves /metrics.",
+            ["worker"],
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

@@ -9,6 +9,11 @@ Redis coordinator (breakers, throttle gates, retry budget) make them act as one 
 A worker stops on SIGTERM, and also when its parent is gone (its stdin, a pipe from the
 parent, reaches end of file), so a parent killed with -9 leaves no worker behind. A worker
 that dies is logged and started again after a back-off.
+
+Prometheus metrics live in each process's memory. A worker serves its own on a listener of its
+own (127.0.0.1, a port the kernel picks, GET /metrics and nothing else) and names that port in
+its ready line; the parent's /metrics fetches them all (`WorkerPool.scrape_metrics`) and
+merges them into one answer (gateway.metrics_merge).
 """
 
 from __future__ import annotations
@@ -17,17 +22,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import stat
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
-from gateway import logs
+import aiohttp
+from aiohttp import web
+from prometheus_client.metrics_core import Metric
+
+from gateway import logs, metrics_merge
 from gateway.clock import Clock
 
 # What a worker prints on stdout once its proxy port is bound (cli's ready line).
 READY_PREFIX = "graph-gateway: "
+# Where a worker serves its metrics to the parent: loopback only (they are the gateway's
+# internals, and the admin port's token does not guard them), on a port the kernel picks.
+METRICS_HOST = "127.0.0.1"
+# How a worker's ready line names that port (`metrics_note`): a suffix after its proxy
+# address, so a parent that knows nothing of it still sees a ready line.
+_METRICS_NOTE = re.compile(rf"metrics on http://{re.escape(METRICS_HOST)}:(\d+)/metrics")
 # A worker that has not bound its port this long after it was started fails the start (or the
 # restart): importing and opening the ledger and Redis take about a second here.
 WORKER_READY_SECONDS = 30.0
@@ -61,6 +77,31 @@ class ProcessTag(logging.Filter):
         return True
 
 
+def metrics_note(port: int) -> str:
+    """The words a worker adds to its ready line to say where its metrics listener is."""
+    return f"metrics on http://{METRICS_HOST}:{port}/metrics"
+
+
+def metrics_port(ready_line: str) -> int | None:
+    """The metrics port a worker's ready line names (`metrics_note`), None if it names none."""
+    found = _METRICS_NOTE.search(ready_line)
+    return int(found.group(1)) if found else None
+
+
+@asynccontextmanager
+async def metrics_listener(app: web.Application) -> AsyncIterator[int]:
+    """Serve *app* on METRICS_HOST, on a port the kernel picks (yielded) until the exit."""
+    # A scrape takes milliseconds and the parent closes its connections after each one, so
+    # there is nothing worth waiting for at shutdown.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, METRICS_HOST, 0).start()
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
 def tag_logs(worker_id: int) -> None:
     """Tag the events of every installed log handler with this process (see ProcessTag)."""
     for handler in logging.getLogger().handlers:
@@ -79,10 +120,62 @@ class WorkerPool:
         self._clock = clock
         self._procs: dict[int, Process] = {}
         self._stopping = asyncio.Event()
+        self._metrics_urls: dict[int, str] = {}  # from each worker's latest ready line
+        self._scrape_failing: set[int] = set()  # workers whose last scrape failed
 
     def pids(self) -> dict[int, int]:
         """Worker number -> pid of the processes alive now."""
         return {i: p.pid for i, p in self._procs.items() if p.returncode is None}
+
+    async def scrape_metrics(self, seconds: float) -> dict[int, list[Metric] | None]:
+        """Worker number -> its metrics families, for every worker 1..count-1; None for one
+        that is not running or did not answer (a 200 exposition) within *seconds*.
+
+        All are asked at once, so this returns in about *seconds* at most. The first failure
+        of each worker's streak is logged (`worker_scrape_failed`), and its first success
+        after one (`worker_scrape_recovered`), not every scrape in between.
+        """
+        async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as group:
+            tasks = {i: group.create_task(self._scrape_one(http, i, seconds)) for i in self._ids}
+        return {i: task.result() for i, task in tasks.items()}
+
+    async def _scrape_one(
+        self, http: aiohttp.ClientSession, worker_id: int, seconds: float
+    ) -> list[Metric] | None:
+        proc = self._procs.get(worker_id)
+        url = self._metrics_urls.get(worker_id)
+        if proc is None or proc.returncode is not None:
+            problem = "not running"
+        elif url is None:
+            problem = "no metrics listener known (not ready yet, or its ready line named none)"
+        else:
+            try:
+                async with asyncio.timeout(seconds):
+                    async with http.get(url) as resp:
+                        resp.raise_for_status()
+                        text = await resp.text()
+                families = metrics_merge.parse(text)
+            except TimeoutError:
+                problem = f"no answer within {seconds:g} s"
+            except aiohttp.ClientError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            except ValueError as exc:  # includes a body that is not UTF-8
+                problem = f"not a Prometheus exposition: {exc}"
+            else:
+                if worker_id in self._scrape_failing:
+                    self._scrape_failing.discard(worker_id)
+                    logs.event("worker_scrape_recovered", worker_id=worker_id, worker_pid=proc.pid)
+                return families
+        if worker_id not in self._scrape_failing:
+            self._scrape_failing.add(worker_id)
+            logs.event(
+                "worker_scrape_failed",
+                worker_id=worker_id,
+                worker_pid=proc.pid if proc is not None else None,
+                error=problem,
+                level=logging.WARNING,
+            )
+        return None
 
     async def start(self) -> dict[int, Process]:
         """Start every worker at once and wait until each is serving; WorkerStartError (and
@@ -165,6 +258,8 @@ class WorkerPool:
             stderr=None,  # the worker's JSON log lines go where ours go
         )
         self._procs[worker_id] = proc
+        # Until its ready line names its new port, the old one may be anybody's.
+        self._metrics_urls.pop(worker_id, None)
         if self._stopping.is_set():  # stop() came while it was being started
             proc.terminate()
             await proc.wait()
@@ -187,6 +282,9 @@ class WorkerPool:
                 f"worker {worker_id} (pid {proc.pid}) was not serving after "
                 f"{WORKER_READY_SECONDS:g} s"
             ) from None
+        port = metrics_port(line.decode(errors="replace"))
+        if port is not None:
+            self._metrics_urls[worker_id] = f"http://{METRICS_HOST}:{port}/metrics"
         logs.event("worker_started", worker_id=worker_id, worker_pid=proc.pid)
         return proc
 
@@ -218,7 +316,14 @@ async def running_workers(
     command: Sequence[str], env: Mapping[str, str], count: int, clock: Clock
 ) -> AsyncIterator[WorkerPool]:
     """Workers 1..count-1 serving (each watched and restarted) until the context exits."""
-    pool = WorkerPool(command, env, count, clock)
+    async with running_pool(WorkerPool(command, env, count, clock)) as pool:
+        yield pool
+
+
+@asynccontextmanager
+async def running_pool(pool: WorkerPool) -> AsyncIterator[WorkerPool]:
+    """*pool*'s workers serving (each watched and restarted) until the context exits; the
+    pool may be made earlier, e.g. for the admin port to scrape once they run."""
     try:
         async with asyncio.TaskGroup() as group:
             try:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,11 +24,19 @@ import aiohttp
 import pytest
 import redis.asyncio
 
+from gateway.admin import WORKER_SCRAPE_SECONDS
+from gateway.app import GatewayHandle
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError
+from gateway.metrics_merge import parse
 from gateway.settings import load_settings, settings_environ
 from gateway.testing import SimHandle
-from gateway.workers import WorkerStartError, running_workers
+from gateway.workers import (
+    WorkerStartError,
+    metrics_note,
+    metrics_port,
+    running_workers,
+)
 from tests.gateway.test_cli import (
     READY_PREFIX,
     REPO,
@@ -45,6 +54,8 @@ REQUESTS = 40
 REDIS_PREFIX = "gateway:"
 # How long a killed worker may take to be noticed and replaced (0.5 s back-off + start-up).
 RESTART_SECONDS = 20.0
+# A scrape with a worker that never answers ends this soon after the parent gives up on it.
+SCRAPE_SLACK_SECONDS = 1.5
 
 
 @dataclass
@@ -73,6 +84,20 @@ class Pool:
         """The pids of every worker the parent started (and not the parent)."""
         return {e["worker_pid"] for e in self.events("worker_started")}
 
+    def worker_pid(self, worker_id: int) -> int:
+        """The pid of worker *worker_id*'s latest process."""
+        started = [e for e in self.events("worker_started") if e["worker_id"] == worker_id]
+        return int(started[-1]["worker_pid"])
+
+    async def scrape(self) -> Scrape:
+        """One GET of the parent's /metrics, timed."""
+        async with aiohttp.ClientSession() as http:
+            started = time.monotonic()
+            async with http.get(self.admin_url + "/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            return Scrape(text, time.monotonic() - started)
+
     def read_ready_line(self) -> str:
         assert self.proc.stdout is not None
         while line := self.proc.stdout.readline():
@@ -86,6 +111,38 @@ class Pool:
         )
         assert line, f"no ready line; stderr: {self.stderr_path.read_text()[-3000:]}"
         return line
+
+
+@dataclass
+class Scrape:
+    """What one scrape of the parent's /metrics answered, and how long it took."""
+
+    text: str
+    seconds: float
+
+    def values(self, sample: str) -> dict[str, float]:
+        """worker label -> the sum of *sample*'s values with that label (over other labels)."""
+        out: dict[str, float] = {}
+        for family in parse(self.text):
+            for s in family.samples:
+                if s.name == sample:
+                    out[s.labels["worker"]] = out.get(s.labels["worker"], 0.0) + s.value
+        return out
+
+    def up(self) -> dict[str, float]:
+        return self.values("gateway_worker_scrape_up")
+
+    def workers_seen(self) -> set[str]:
+        """Every worker label on any sample but gateway_worker_scrape_up's."""
+        return {
+            s.labels["worker"]
+            for family in parse(self.text)
+            for s in family.samples
+            if "worker" in s.labels and s.name != "gateway_worker_scrape_up"
+        }
+
+    def type_lines(self) -> list[str]:
+        return [line for line in self.text.splitlines() if line.startswith("# TYPE ")]
 
 
 def alive(pid: int) -> bool:
@@ -165,6 +222,11 @@ def start_pool(tmp_path: Path, upstream: str, database: str, redis_url: str, wor
 
 def gone(pid: int) -> Callable[[], bool]:
     return lambda: not alive(pid)
+
+
+def logged_requests(pool: Pool, n: int) -> Callable[[], bool]:
+    """Whether the processes have logged *n* `request` events (metrics counted as many)."""
+    return lambda: len(pool.events("request")) == n
 
 
 @asynccontextmanager
@@ -424,6 +486,155 @@ async def test_a_worker_stops_when_its_parent_is_killed(
 
         assert await until(gone(worker), EXIT_TIMEOUT_SECONDS)
         assert [e["pid"] for e in pool.events("parent_gone")] == [worker]
+
+
+# --- metrics of several processes ------------------------------------------------------------
+
+
+def test_a_worker_ready_line_names_its_metrics_port_and_an_older_one_names_none() -> None:
+    """metrics_port() reads back what metrics_note() wrote in a ready line; none: None."""
+    line = f"graph-gateway: proxy on http://0.0.0.0:8080, {metrics_note(41234)}\n"
+
+    assert line.startswith("graph-gateway: proxy on ")
+    assert metrics_port(line) == 41234
+    assert metrics_port("graph-gateway: proxy on http://0.0.0.0:8080\n") is None
+    assert metrics_port("graph-gateway: metrics on http://10.0.0.1:41234/metrics") is None
+
+
+async def test_a_worker_without_a_metrics_listener_is_scraped_as_missing_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Workers whose ready line names no metrics port: every scrape says None for each at
+    once, and `worker_scrape_failed` is logged once per worker, not once per scrape."""
+    script = "import sys, time; print('graph-gateway: ready', flush=True); time.sleep(60)"
+    command = [sys.executable, "-c", script]
+
+    async with running_workers(command, clean_env(), 3, SystemClock()) as pool:
+        for _ in range(3):
+            assert await pool.scrape_metrics(WORKER_SCRAPE_SECONDS) == {1: None, 2: None}
+
+    failed = [r for r in caplog.records if r.getMessage() == "worker_scrape_failed"]
+    assert sorted(r.fields["worker_id"] for r in failed) == [1, 2]  # type: ignore[attr-defined]
+    assert {r.fields["error"] for r in failed} == {  # type: ignore[attr-defined]
+        "no metrics listener known (not ready yet, or its ready line named none)"
+    }
+
+
+async def test_one_process_metrics_have_no_worker_label_and_no_scrape_gauge(
+    http: aiohttp.ClientSession, gateway: GatewayHandle
+) -> None:
+    """Without workers /metrics is the process's registry as it always was."""
+    async with http.get(f"{gateway.url}/v25.0/me", params={"access_token": TOKEN}) as resp:
+        assert resp.status == 200
+    async with http.get(gateway.admin_url + "/metrics") as resp:
+        text = await resp.text()
+
+    assert 'gateway_requests_total{kind="passthrough",outcome="ok"} 1.0' in text
+    assert 'worker="' not in text
+    assert "gateway_worker_scrape_up" not in text
+    assert text.encode() == gateway.gateway.metrics.render()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_one_scrape_of_the_parent_counts_the_requests_of_every_worker(
+    tmp_path: Path, graph_sim: SimHandle, pg_schema: str, clean_redis: str
+) -> None:
+    """Reads on new connections until each of 3 processes answered some, then one scrape of
+    the parent's /metrics: each process's gateway_requests_total under its worker label, as
+    many as it logged, summing to the reads sent; every family's TYPE once; all 3 up."""
+    async with serving(tmp_path, graph_sim.url, pg_schema, clean_redis, workers=3) as pool:
+        await pool.wait_ready()
+        pids = {pool.proc.pid, *pool.worker_pids()}
+        assert len(pids) == 3
+        sent = 0
+        while request_pids(pool) != pids and sent < 20 * REQUESTS:
+            results = await get_me(pool.url, 10)
+            assert [status for status, _ in results] == [200] * 10
+            sent += 10
+            assert await until(logged_requests(pool, sent), 5.0)
+        assert request_pids(pool) == pids, "SO_REUSEPORT never reached every process"
+
+        scrape = await pool.scrape()
+
+    logged: dict[str, float] = {}
+    for event in pool.events("request"):
+        logged[str(event["worker"])] = logged.get(str(event["worker"]), 0.0) + 1
+    counted = scrape.values("gateway_requests_total")
+    assert counted == logged
+    assert sum(counted.values()) == sent
+    assert sorted(w for w, n in counted.items() if n > 0) == ["0", "1", "2"]
+    assert scrape.up() == {"0": 1.0, "1": 1.0, "2": 1.0}
+    types = scrape.type_lines()
+    assert len(types) == len(set(types))
+    assert "# TYPE gateway_requests_total counter" in types
+    assert "# TYPE gateway_upstream_latency_seconds histogram" in types
+    assert sum(scrape.values("gateway_upstream_latency_seconds_count").values()) == sent
+    # The breaker's state is Redis's, the same for all: once, without a worker label.
+    breaker = [line for line in scrape.text.splitlines() if line.startswith("gateway_breaker_st")]
+    assert breaker == ['gateway_breaker_state{name="graph"} 0.0']
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_a_stopped_worker_is_reported_missing_and_the_scrape_still_answers(
+    tmp_path: Path, graph_sim: SimHandle, pg_schema: str, clean_redis: str
+) -> None:
+    """SIGSTOP of worker 1 of 3: each scrape answers within the scrape timeout (plus a
+    little), gateway_worker_scrape_up says 0 for worker 1 only and none of its samples are
+    there; `worker_scrape_failed` is logged once for the streak. After SIGCONT it is back
+    (`worker_scrape_recovered`)."""
+    async with serving(tmp_path, graph_sim.url, pg_schema, clean_redis, workers=3) as pool:
+        await pool.wait_ready()
+        assert (await pool.scrape()).up() == {"0": 1.0, "1": 1.0, "2": 1.0}
+        stopped = pool.worker_pid(1)
+
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            scrapes = [await pool.scrape(), await pool.scrape()]
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+
+        for scrape in scrapes:
+            assert scrape.seconds < WORKER_SCRAPE_SECONDS + SCRAPE_SLACK_SECONDS
+            assert scrape.up() == {"0": 1.0, "1": 0.0, "2": 1.0}
+            assert scrape.workers_seen() == {"0", "2"}
+        [failed] = pool.events("worker_scrape_failed")
+        assert (failed["worker_id"], failed["worker_pid"]) == (1, stopped)
+        assert failed["error"] == f"no answer within {WORKER_SCRAPE_SECONDS:g} s"
+
+        again = await pool.scrape()
+
+        assert again.up() == {"0": 1.0, "1": 1.0, "2": 1.0}
+        assert again.workers_seen() == {"0", "1", "2"}
+        assert [e["worker_id"] for e in pool.events("worker_scrape_recovered")] == [1]
+        assert pool.events("worker_exited") == [], "a stopped worker was not restarted"
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_a_killed_worker_is_missing_at_once_and_its_replacement_is_scraped(
+    tmp_path: Path, graph_sim: SimHandle, pg_schema: str, clean_redis: str
+) -> None:
+    """kill -9 of the worker: the next scrape answers at once with it missing (nothing
+    listens on its metrics port); its replacement, on a new port, is scraped again."""
+    async with serving(tmp_path, graph_sim.url, pg_schema, clean_redis) as pool:
+        await pool.wait_ready()
+        first = pool.worker_pid(1)
+        await get_me(pool.url, REQUESTS)
+
+        os.kill(first, signal.SIGKILL)
+        assert await until(gone(first), EXIT_TIMEOUT_SECONDS)
+        missing = await pool.scrape()
+
+        assert missing.seconds < SCRAPE_SLACK_SECONDS
+        assert missing.up() == {"0": 1.0, "1": 0.0}
+        assert missing.workers_seen() == {"0"}
+        assert await until(lambda: len(pool.worker_pids()) == 2, RESTART_SECONDS)
+        back = await pool.scrape()
+        assert back.up() == {"0": 1.0, "1": 1.0}
+        # A new process: its counters start again from nothing.
+        assert back.values("gateway_requests_total").get("1", 0.0) == 0.0
 
 
 def test_helpers_see_this_process_alive() -> None:
