@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import admin_jobs, logs, metrics_merge, openapi, rollback
+from gateway.admin_http import MAX_PAGE, page_limit
 from gateway.admin_http import error as _error
 from gateway.admin_http import rejected as _rejected
 from gateway.admin_http import since as _since
@@ -30,7 +31,6 @@ from gateway.model import AuditRecord, EntityQuery, EntityRecord, EntityState
 from gateway.workers import WorkerPool
 
 ADMIN_PREFIX = "/admin/v1/"
-MAX_PAGE = 1000
 FORCE_ACTIONS: tuple[ForceMode, ...] = get_args(ForceMode)
 # An operator's note on a forced breaker goes into one log line: a sentence, not a document.
 MAX_REASON = 500
@@ -245,14 +245,8 @@ def entity_json(record: EntityRecord) -> dict[str, Any]:
 async def _entities(request: web.Request) -> web.StreamResponse:
     """GET /admin/v1/entities?account=&job=&since=&state=&limit=&before= (newest first)."""
     q = request.query
-    problems = []
-    try:
-        limit = int(q.get("limit", "100"))
-        if not 1 <= limit <= MAX_PAGE:
-            raise ValueError
-    except ValueError:
-        problems.append(f"limit: an integer from 1 to {MAX_PAGE}")
-        limit = 100
+    problems: list[str] = []
+    limit = page_limit(q, problems)
     before = None
     if "before" in q:
         try:
@@ -272,7 +266,7 @@ async def _entities(request: web.Request) -> web.StreamResponse:
         except ValueError:
             problems.append(f"state: one of {[s.value for s in EntityState]}")
     if problems:
-        return _error(400, "; ".join(problems), problems=problems)
+        return _rejected("bad_request", "; ".join(problems), problems=problems)
     query = EntityQuery(
         account_id=q.get("account"),
         job_id=q.get("job"),
@@ -405,22 +399,16 @@ async def _rollback(
         return _error(409, str(exc), plan=rollback.plan_json(exc.planned))
     except BadRequest as exc:
         return _rejected("bad_request", exc.message)
-    except StoreError as exc:
-        return _error(503, f"ledger unavailable: {exc.message}")
+    except StoreError as exc:  # the ledger, or the Redis lease that serialises executions
+        return _error(503, f"store unavailable: {exc.message}")
     return web.json_response(rollback.report_json(report))
 
 
 async def _audit(request: web.Request) -> web.StreamResponse:
     """GET /admin/v1/audit?job=&campaign=&graph_id=&action=&limit=&before= (newest first)."""
     q = request.query
-    problems = []
-    try:
-        limit = int(q.get("limit", "100"))
-        if not 1 <= limit <= MAX_PAGE:
-            raise ValueError
-    except ValueError:
-        problems.append(f"limit: an integer from 1 to {MAX_PAGE}")
-        limit = 100
+    problems: list[str] = []
+    limit = page_limit(q, problems)
     before = None
     if "before" in q:
         try:

@@ -9,6 +9,10 @@ from aiohttp import web
 
 from gateway.errors import ERROR_TABLE
 
+# Every admin listing (jobs, entities, audit) pages the same way: `limit` 1..MAX_PAGE.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
     body = {"error": {"message": message, "type": "GatewayAdminError", "status": status, **extra}}
@@ -34,3 +38,14 @@ def since(raw: str) -> datetime:
     except ValueError:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def page_limit(query: Any, problems: list[str]) -> int:
+    """The listing's `limit` (DEFAULT_PAGE when absent); a problem noted when it is no integer
+    from 1 to MAX_PAGE."""
+    raw = query.get("limit", str(DEFAULT_PAGE))
+    limit = int(raw) if raw.isdigit() else 0
+    if 1 <= limit <= MAX_PAGE:
+        return limit
+    problems.append(f"limit: an integer from 1 to {MAX_PAGE}")
+    return DEFAULT_PAGE

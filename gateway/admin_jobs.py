@@ -17,15 +17,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin_http import error, rejected, since
+from gateway.admin_http import error, page_limit, rejected, since
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import GatewayError, StoreError
 from gateway.jobs import job_json
 from gateway.model import JobQuery, JobRecord, JobStatus
 from gateway.postcheck import verify_and_record
 from gateway.repair import repair_and_record
-
-MAX_LIMIT = 500
 
 
 def _cursor(value: tuple[datetime, str] | None) -> str | None:
@@ -58,10 +56,7 @@ async def _list(request: web.Request) -> web.StreamResponse:
         before = _parse_cursor(q["before"]) if "before" in q else None
     except ValueError:
         problems.append("before: a cursor as paging.next carries it")
-    limit_raw = q.get("limit", "100")
-    limit = int(limit_raw) if limit_raw.isdigit() else 0
-    if not 1 <= limit <= MAX_LIMIT:
-        problems.append(f"limit: 1 to {MAX_LIMIT}")
+    limit = page_limit(q, problems)
     if problems:
         return rejected("bad_request", "; ".join(problems), problems=problems)
     query = JobQuery(

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
+from gateway.admin_http import DEFAULT_PAGE, MAX_PAGE
 from gateway.core.breaker import BreakerState
 from gateway.errors import ERROR_TABLE
 from gateway.model import AuditAction, AuditOutcome, CreateSource, EntityState, JobStatus
@@ -102,7 +103,11 @@ def _op(summary: str, responses: dict[str, Schema], **extra: Any) -> Schema:
     return {"summary": summary, "responses": responses, **extra}
 
 
-LIMIT = _query("limit", "page size (default 100)", {"type": "integer", "minimum": 1})
+LIMIT = _query(
+    "limit",
+    f"page size (default {DEFAULT_PAGE})",
+    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+)
 BEFORE = _query("before", "the cursor from `paging.next` (pass the URL as given)")
 SINCE = _query("since", "ISO 8601 time (2026-11-29T10:00:00Z) or unix seconds")
 JOB_ID = _path("job_id", "a job id (`job_…`)")

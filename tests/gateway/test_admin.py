@@ -110,6 +110,22 @@ async def test_bad_entity_filters_are_400_with_the_problem(
         assert body["error"]["problems"]
 
 
+@pytest.mark.parametrize("listing", ["jobs", "entities", "audit"])
+async def test_every_listing_pages_up_to_1000_and_refuses_more_the_same_way(
+    http: aiohttp.ClientSession, gateway: GatewayHandle, listing: str
+) -> None:
+    """One `limit` rule for every admin listing: 1..1000, else 400 `bad_request` naming it."""
+    url = f"{gateway.admin_url}/admin/v1/{listing}"
+    async with http.get(url, params={"limit": "1000"}) as resp:
+        assert resp.status == 200, await resp.text()
+    for bad in ("1001", "0", "-1", "ten"):
+        async with http.get(url, params={"limit": bad}) as resp:
+            body = await resp.json()
+            assert resp.status == 400
+            assert body["error"]["gateway_reason"] == "bad_request"
+            assert body["error"]["problems"] == ["limit: an integer from 1 to 1000"]
+
+
 async def test_admin_api_needs_the_bearer_token_when_one_is_set(
     http: aiohttp.ClientSession, graph_sim: SimHandle, sqlite_url: str
 ) -> None:
