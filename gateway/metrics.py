@@ -35,8 +35,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "gateway_requests_total",
-            "Requests on the proxy port, by kind (passthrough, create, batch, copy, rejected) and "
-            "outcome (ok = answered by Graph, or the gateway_reason it was refused with).",
+            "Requests on the proxy port, by kind (create, copy, batch: a batch with at least one "
+            "create; passthrough: everything else, also what was refused before it could be "
+            "classified) and outcome (ok = answered by Graph, or the gateway_reason it was "
+            "refused with).",
             ["kind", "outcome"],
             registry=r,
         )

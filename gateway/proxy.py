@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -124,10 +125,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     request_id = new_request_id()
     started = gw.clock.monotonic()
-    kind, outcome, status = "passthrough", "ok", 500
+    label = _Kind()
+    outcome, status = "ok", 500
     gw.metrics.in_flight.inc()
     try:
-        response, kind = await _dispatch(gw, request, request_id)
+        response = await _dispatch(gw, request, request_id, label)
         status = response.status
         return response
     except GatewayError as exc:
@@ -139,22 +141,36 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return error_response(GatewayError("Internal gateway error"), request_id)
     finally:
         gw.metrics.in_flight.dec()
-        gw.metrics.requests.labels(kind, outcome).inc()
+        gw.metrics.requests.labels(label.kind, outcome).inc()
         logs.event(
             "request",
             request_id=request_id,
             method=request.method,
             path=request.path,
-            kind=kind,
+            kind=label.kind,
             status=status,
             outcome=outcome,
             duration_ms=round((gw.clock.monotonic() - started) * 1000, 3),
         )
 
 
+@dataclass
+class _Kind:
+    """What a request turned out to be, for its metric and log line: set as soon as it is
+    known, so that a create that ends in an error is still counted as a create."""
+
+    kind: str = "passthrough"
+
+
+def _create_kind(decision: Create | Batch) -> str:
+    if isinstance(decision, Batch):
+        return "batch"
+    return "copy" if decision.op.entity_type == "copy" else "create"
+
+
 async def _dispatch(
-    gw: Gateway, request: web.Request, request_id: str
-) -> tuple[web.StreamResponse, str]:
+    gw: Gateway, request: web.Request, request_id: str, label: _Kind
+) -> web.StreamResponse:
     ctype = _content_type(request)
     proxy = gw.policy.proxy
     body: Body | None = None
@@ -187,18 +203,18 @@ async def _dispatch(
                 content_type=ctype,
                 **_job_headers(request, batch=isinstance(decision, Batch)),
             )
-            kind = "batch" if isinstance(decision, Batch) else "create"
+            label.kind = _create_kind(decision)
             key = request.headers.get(IDEMPOTENCY_HEADER)
             if key is None:
-                return (await run_create(gw, call)).response, kind
-            return await _run_with_key(gw, call, key, body), kind
+                return (await run_create(gw, call)).response
+            return await _run_with_key(gw, call, key, body)
     if body is None and request.body_exists:
         length = request.content_length
         if length is not None and length <= BUFFER_LIMIT:
             body = await _read_body(request, proxy.max_body_bytes)  # small: can go again
         else:
             body = _stream_body(request, proxy.max_upload_bytes)
-    return await _pass_through(gw, request, request_id, url, headers, body), "passthrough"
+    return await _pass_through(gw, request, request_id, url, headers, body)
 
 
 def _job_headers(request: web.Request, *, batch: bool) -> dict[str, Any]:

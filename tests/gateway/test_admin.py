@@ -72,6 +72,43 @@ async def test_metrics_count_requests_upstream_latency_and_ledger_writes(
     assert TOKEN not in text
 
 
+async def test_a_refused_create_a_copy_and_a_batch_are_counted_under_their_own_kind(
+    http: aiohttp.ClientSession, gateway: GatewayHandle, graph_sim: SimHandle
+) -> None:
+    """A create that ends in the gateway's own error is still a create in
+    gateway_requests_total (with its reason as outcome); copies and batches have their kinds."""
+    (campaign,) = await create_campaigns(http, gateway, 1)
+    params = {"access_token": TOKEN}
+    async with http.post(
+        f"{gateway.url}/v25.0/act_1001/campaigns",
+        params=params,
+        data={"name": "held", "objective": "OUTCOME_TRAFFIC", "special_ad_categories": "[]"},
+        headers={"X-Gateway-Job": "job_" + "0" * 20},
+    ) as resp:
+        assert resp.status == 404
+    async with http.post(f"{gateway.url}/v25.0/{campaign}/copies", params=params) as resp:
+        assert resp.status == 200, await resp.text()
+    batch = [{"method": "GET", "relative_url": "me"}]
+    async with http.post(
+        f"{gateway.url}/v25.0/",
+        data={"access_token": TOKEN, "batch": json.dumps(batch)},
+    ) as resp:
+        assert resp.status == 200
+    batch = [{"method": "POST", "relative_url": "act_1001/campaigns", "body": "name=b"}]
+    async with http.post(
+        f"{gateway.url}/v25.0/",
+        data={"access_token": TOKEN, "batch": json.dumps(batch)},
+    ) as resp:
+        assert resp.status == 200
+    async with http.get(gateway.admin_url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'gateway_requests_total{kind="create",outcome="job_not_found"} 1.0' in text
+    assert 'gateway_requests_total{kind="copy",outcome="ok"} 1.0' in text
+    assert 'gateway_requests_total{kind="batch",outcome="ok"} 1.0' in text
+    # A batch with no create in it is forwarded untouched: a pass-through.
+    assert 'gateway_requests_total{kind="passthrough",outcome="ok"} 1.0' in text
+
+
 async def test_entities_are_listed_newest_first_with_filters_and_paging(
     http: aiohttp.ClientSession, gateway: GatewayHandle
 ) -> None:

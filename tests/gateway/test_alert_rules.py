@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no types; only safe_load is used
+import yaml
 
 from gateway import cli
 from gateway.admin import create_admin_app
