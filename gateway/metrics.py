@@ -104,8 +104,24 @@ class Metrics:
             "gateway_reconciliations_total",
             "Creates with an unknown outcome looked up on Graph, by where (inline: in the "
             "request, which re-sends an absent one into the same slot; worker: the recovery "
-            "worker) and result (adopted, absent, undecided, orphaned_slot, failed).",
+            "worker) and result (adopted, absent, orphaned_slot; undecided: inline, still unknown "
+            "after the look-ups, answered 504; failed: Graph could not be listed).",
             ["where", "result"],
+            registry=r,
+        )
+        self.unresolved = Gauge(
+            "gateway_unresolved_creates",
+            "Creates whose outcome is not settled in the ledger, by state (sending: intent "
+            "written, no answer yet; unknown: sent, no answer came), at the recovery worker's "
+            "last pass (the ledger's count, the same in every process).",
+            ["state"],
+            registry=r,
+        )
+        self.unresolved_oldest = Gauge(
+            "gateway_unresolved_create_oldest_seconds",
+            "Age of the oldest unsettled create at the recovery worker's last pass, 0 when "
+            "there is none. Growing past [recovery] give_up_seconds means rows are not being "
+            "resolved (no token to look with, Graph unreadable, not listable).",
             registry=r,
         )
         self.attempts = Counter(

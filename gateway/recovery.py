@@ -49,7 +49,9 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
     policy = gw.policy.recovery
     groups: dict[tuple[str, str, str | None, str], list[EntityRecord]] = defaultdict(list)
     busy: set[tuple[str, str, str | None, str]] = set()
-    for row in await lookup.unresolved(gw):
+    unresolved = await lookup.unresolved(gw)
+    _gauge_unresolved(gw, unresolved, now)
+    for row in unresolved:
         key = await lookup.group_key(gw, row)
         if key is None:
             report.skipped["not_listable"] = report.skipped.get("not_listable", 0) + 1
@@ -81,6 +83,7 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
             listed = await lookup.children(gw, token, path, fields, name)
         except GatewayError as exc:
             logs.event("recovery_lookup_failed", path=path, error=exc.message, level=30)
+            gw.metrics.reconciliations.labels("worker", "failed").inc(len(rows))
             report.waiting += len(rows)
             continue
         await _decide(gw, rows, listed, now, report)
@@ -90,6 +93,13 @@ async def recover_once(gw: Gateway) -> RecoveryReport:
     if report.adopted or report.absent or report.reaped:
         logs.event("recovery", **{k: v for k, v in vars(report).items() if v})
     return report
+
+
+def _gauge_unresolved(gw: Gateway, rows: list[EntityRecord], now: float) -> None:
+    for state in (EntityState.SENDING, EntityState.UNKNOWN):
+        gw.metrics.unresolved.labels(state.value).set(sum(r.state is state for r in rows))
+    oldest = min((r.created_at.timestamp() for r in rows), default=now)
+    gw.metrics.unresolved_oldest.set(max(0.0, now - oldest))
 
 
 async def _free_orphaned_slots(gw: Gateway, report: RecoveryReport) -> None:

@@ -610,3 +610,41 @@ async def test_the_worker_keeps_running_after_graph_answers_a_listing_with_html(
         assert [(r.state, r.graph_id) for r in rows] == [(EntityState.CREATED, truth["id"])]
         (rule,) = [f for f in await graph_sim.faults() if f["op"] == "list"]
         assert rule["fired"] == 1, "the worker looked again after the failed look-up"
+
+
+async def test_unresolved_creates_and_the_oldest_ones_age_are_gauged_and_failed_looks_counted(
+    graph_sim: SimHandle, sqlite_url: str, http: aiohttp.ClientSession
+) -> None:
+    """An operator sees creates nobody has settled: how many, in which state, and how old the
+    oldest is; a look-up Graph refuses counts as a failed reconciliation. Once adopted, the
+    gauges fall back to 0."""
+    async with gateway_stack(graph_sim, sqlite_url, http) as stack:
+        await graph_sim.add_fault(kind="drop_after_commit", op="create:campaign", times=1)
+        assert (await stack.campaign("Gauged"))[0] == 504
+        # A refusal is not retried: this pass's look-up fails.
+        await graph_sim.add_fault(kind="error", preset="permission", op="list", times=1)
+        stack.clock.advance(IN_FLIGHT + 30)
+        report = await stack.recover()
+        assert report.adopted == 0
+        text = await _metrics(http, stack)
+        assert 'gateway_unresolved_creates{state="unknown"} 1.0' in text
+        assert 'gateway_unresolved_creates{state="sending"} 0.0' in text
+        oldest = _sample(text, "gateway_unresolved_create_oldest_seconds")
+        assert IN_FLIGHT + 30 <= oldest < IN_FLIGHT + 60
+        assert 'gateway_reconciliations_total{result="failed",where="worker"} 1.0' in text
+
+        assert (await stack.recover()).adopted == 1  # the listing answers now
+        await stack.recover()
+        text = await _metrics(http, stack)
+        assert 'gateway_unresolved_creates{state="unknown"} 0.0' in text
+        assert _sample(text, "gateway_unresolved_create_oldest_seconds") == 0.0
+
+
+async def _metrics(http: aiohttp.ClientSession, stack: Stack) -> str:
+    async with http.get(stack.handle.admin_url + "/metrics") as resp:
+        return await resp.text()
+
+
+def _sample(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[-1])
