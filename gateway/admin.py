@@ -7,33 +7,29 @@ is set (compared in constant time); without one the port only binds to loopback 
 from __future__ import annotations
 
 import hmac
-import json
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, get_args
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import admin_jobs, logs, metrics_merge, openapi, rollback
+from gateway import admin_jobs, admin_resilience, admin_rollback, metrics_merge, openapi
 from gateway.admin_http import MAX_PAGE, page_limit
 from gateway.admin_http import error as _error
 from gateway.admin_http import rejected as _rejected
 from gateway.admin_http import since as _since
+from gateway.admin_resilience import breakers_now
+from gateway.admin_rollback import audit_json
 from gateway.attempt import GRAPH_BREAKER
 from gateway.context import GATEWAY, Gateway
-from gateway.core.breaker import Breaker, ForceMode, describe
-from gateway.errors import BadRequest, JobNotFound, StoreError
+from gateway.errors import StoreError
 from gateway.jobs import job_json
 from gateway.metrics import GATEWAY_WIDE, PoolMetrics
-from gateway.model import AuditRecord, EntityQuery, EntityRecord, EntityState
+from gateway.model import EntityQuery, EntityRecord, EntityState
 from gateway.workers import WorkerPool
 
 ADMIN_PREFIX = "/admin/v1/"
-FORCE_ACTIONS: tuple[ForceMode, ...] = get_args(ForceMode)
-# An operator's note on a forced breaker goes into one log line: a sentence, not a document.
-MAX_REASON = 500
 # gateway_breaker_state's values (its help text lists them).
 BREAKER_STATE_NUMBER = {"closed": 0, "open": 1, "half-open": 2, "forced-open": 3, "disabled": 4}
 
@@ -100,7 +96,7 @@ async def _readyz(request: web.Request) -> web.StreamResponse:
             checks["coordinator"] = f"unavailable: {exc.message}"
     ready = all(v == "ok" for v in checks.values())
     try:
-        breakers = {name: doc["state"] for name, doc in (await _breakers_now(gw)).items()}
+        breakers = {name: doc["state"] for name, doc in (await breakers_now(gw)).items()}
     except StoreError:
         breakers = {GRAPH_BREAKER: "unknown"}
     body = {"ready": ready, "checks": checks, "breakers": breakers}
@@ -117,7 +113,7 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     _read_queue_depths(gw)
     try:
-        breakers = await _breakers_now(gw)
+        breakers = await breakers_now(gw)
     except StoreError:
         breakers = {}  # keep the last known values; /readyz reports the store
     for name, doc in breakers.items():
@@ -155,81 +151,6 @@ def _read_queue_depths(gw: Gateway) -> None:
 
 def _exposition(body: bytes) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def _breakers_now(gw: Gateway) -> dict[str, dict[str, Any]]:
-    """Every breaker as `describe()` shows it, "graph" always (a fresh one before first use)."""
-    breakers = await gw.breakers.snapshot()
-    if GRAPH_BREAKER not in breakers:
-        fresh = Breaker(gw.breakers.config_for(GRAPH_BREAKER))
-        breakers[GRAPH_BREAKER] = describe(fresh, gw.clock.now())
-    return dict(sorted(breakers.items()))
-
-
-async def _breakers(request: web.Request) -> web.StreamResponse:
-    """GET /admin/v1/breakers: every breaker's state, window counts and rates."""
-    try:
-        breakers = await _breakers_now(request.app[GATEWAY])
-    except StoreError as exc:
-        return _error(503, f"coordinator unavailable: {exc.message}")
-    return web.json_response({"breakers": breakers})
-
-
-async def _force_breaker(request: web.Request) -> web.StreamResponse:
-    """POST /admin/v1/breakers/{name} {"action": "open"|"disable"|"reset", "reason": "..."}."""
-    gw = request.app[GATEWAY]
-    name = request.match_info["name"]
-    try:
-        doc = await request.json()
-    except ValueError:
-        doc = None
-    problems = []
-    if not isinstance(doc, dict):
-        problems.append('body: a JSON object {"action": "open|disable|reset", "reason": "..."}')
-        doc = {}
-    action = doc.get("action")
-    mode = next((m for m in FORCE_ACTIONS if m == action), None)
-    if mode is None:
-        problems.append(f"action: one of {list(FORCE_ACTIONS)}, got {action!r}")
-    reason = doc.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        problems.append(f"reason: a string of at most {MAX_REASON} characters")
-    if problems or mode is None:
-        return _rejected("bad_request", "; ".join(problems), problems=problems)
-    try:
-        known = await gw.breakers.snapshot()
-        if name != GRAPH_BREAKER and name not in known:
-            names = sorted({GRAPH_BREAKER, *known})
-            return _error(404, f"No breaker {name!r}; the gateway has {names}")
-        if gw.coordinator is not None:
-            # The registry would fall back to this process's breaker while Redis is down:
-            # a forced state every other worker ignores must not look like success.
-            await gw.coordinator.check()
-        breaker = await gw.breakers.force(name, mode)
-    except StoreError as exc:
-        return _error(503, f"coordinator unavailable, nothing was forced: {exc.message}")
-    logs.event(
-        "breaker_forced",
-        breaker=name,
-        action=action,
-        reason=reason,
-        state=breaker.state.value,
-        level=logging.WARNING,
-    )
-    body = {"name": name, "action": action, "reason": reason}
-    return web.json_response({**body, "breaker": describe(breaker, gw.clock.now())})
-
-
-async def _accounts(request: web.Request) -> web.StreamResponse:
-    """GET /admin/v1/accounts: the throttle gates per ad account and the app's, with queue
-    depth and in-flight calls (this process's), and the retry budget."""
-    gw = request.app[GATEWAY]
-    try:
-        gates = await gw.gate.snapshot()
-        budget = await gw.budget.snapshot()
-    except StoreError as exc:
-        return _error(503, f"coordinator unavailable: {exc.message}")
-    return web.json_response({**gates, "retry_budget": budget})
 
 
 def entity_json(record: EntityRecord) -> dict[str, Any]:
@@ -320,120 +241,6 @@ async def _job(request: web.Request) -> web.StreamResponse:
     return web.json_response(body)
 
 
-# --- rollback and audit (DESIGN.md §2 invariant 8, §6 "Rollback") ----------------------------
-
-ROLLBACK_KEYS = frozenset({"dry_run", "reason", "access_token", "actor", "plan_id"})
-MAX_ACTOR = 128
-
-
-def audit_json(record: AuditRecord) -> dict[str, Any]:
-    doc = asdict(record)
-    doc["detail"] = dict(record.detail)
-    doc["created_at"] = record.created_at.isoformat()
-    return doc
-
-
-async def _rollback_body(request: web.Request) -> tuple[dict[str, Any], list[str]]:
-    """The body of a rollback request, and every problem with it. No body: a dry run."""
-    raw = await request.read()
-    try:
-        doc = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        return {}, ['body: a JSON object {"dry_run": false, "reason": "..."}']
-    problems = [f"{key}: not a rollback parameter" for key in sorted(set(doc) - ROLLBACK_KEYS)]
-    if not isinstance(doc.setdefault("dry_run", True), bool):
-        problems.append("dry_run: true or false")
-    reason = doc.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > rollback.MAX_REASON):
-        problems.append(f"reason: a string of at most {rollback.MAX_REASON} characters")
-    elif doc["dry_run"] is False and not (reason or "").strip():
-        problems.append("reason: required to execute a rollback (it goes into every audit row)")
-    if not isinstance(doc.get("access_token", ""), str):
-        problems.append("access_token: a string")
-    if not isinstance(doc.get("plan_id", ""), str):
-        problems.append("plan_id: the plan_id a dry run answered")
-    actor = doc.get("actor", rollback.DEFAULT_ACTOR)
-    if not isinstance(actor, str) or not 1 <= len(actor.strip()) <= MAX_ACTOR:
-        problems.append(f"actor: a name of 1 to {MAX_ACTOR} characters")
-    return doc, problems
-
-
-async def _job_rollback(request: web.Request) -> web.StreamResponse:
-    """POST /admin/v1/jobs/{id}/rollback {"dry_run": true} → the plan (nothing changes);
-    {"dry_run": false, "reason": "...", "access_token"?} → executes it, answers the report."""
-    return await _rollback(request, job_id=request.match_info["job_id"])
-
-
-async def _campaign_rollback(request: web.Request) -> web.StreamResponse:
-    """POST /admin/v1/campaigns/{id}/rollback: the same for a campaign tree in the ledger."""
-    return await _rollback(request, campaign_id=request.match_info["campaign_id"])
-
-
-async def _rollback(
-    request: web.Request, *, job_id: str | None = None, campaign_id: str | None = None
-) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
-    doc, problems = await _rollback_body(request)
-    if problems:
-        return _rejected("bad_request", "; ".join(problems), problems=problems)
-    try:
-        if doc["dry_run"]:
-            planned = await rollback.plan(gw, job_id=job_id, campaign_id=campaign_id)
-            return web.json_response(rollback.plan_json(planned))
-        report = await rollback.execute(
-            gw,
-            job_id=job_id,
-            campaign_id=campaign_id,
-            reason=doc["reason"],
-            token=doc.get("access_token") or None,
-            actor=doc.get("actor", rollback.DEFAULT_ACTOR).strip(),
-            expected_plan=doc.get("plan_id") or None,
-        )
-    except JobNotFound as exc:
-        return _rejected("job_not_found", exc.message)
-    except rollback.CampaignNotRecorded as exc:
-        return _error(404, str(exc))
-    except rollback.PlanChanged as exc:
-        return _error(409, str(exc), plan=rollback.plan_json(exc.planned))
-    except BadRequest as exc:
-        return _rejected("bad_request", exc.message)
-    except StoreError as exc:  # the ledger, or the Redis lease that serialises executions
-        return _error(503, f"store unavailable: {exc.message}")
-    return web.json_response(rollback.report_json(report))
-
-
-async def _audit(request: web.Request) -> web.StreamResponse:
-    """GET /admin/v1/audit?job=&campaign=&graph_id=&action=&limit=&before= (newest first)."""
-    q = request.query
-    problems: list[str] = []
-    limit = page_limit(q, problems)
-    before = None
-    if "before" in q:
-        try:
-            before = int(q["before"])
-        except ValueError:
-            problems.append("before: the integer cursor from paging.next")
-    if problems:
-        return _rejected("bad_request", "; ".join(problems), problems=problems)
-    try:
-        page = await request.app[GATEWAY].audit.audit(
-            job_id=q.get("job"),
-            campaign_id=q.get("campaign"),
-            graph_id=q.get("graph_id"),
-            action=q.get("action"),
-            before_id=before,
-            limit=limit,
-        )
-    except StoreError as exc:
-        return _error(503, f"ledger unavailable: {exc.message}")
-    body: dict[str, Any] = {"data": [audit_json(r) for r in page.items], "paging": {}}
-    if page.next_before_id is not None:
-        body["paging"]["next"] = str(request.rel_url.update_query(before=str(page.next_before_id)))
-    return web.json_response(body)
-
-
 def create_worker_metrics_app(gw: Gateway) -> web.Application:
     """What a worker of `serve --workers N` serves on its loopback metrics listener: its own
     GET /metrics, which the parent's gathers, and nothing else."""
@@ -456,12 +263,8 @@ def create_admin_app(gw: Gateway, *, pool: WorkerPool | None = None) -> web.Appl
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/admin/v1/entities", _entities)
     app.router.add_get("/admin/v1/jobs/{job_id}", _job)
-    app.router.add_get("/admin/v1/breakers", _breakers)
-    app.router.add_post("/admin/v1/breakers/{name}", _force_breaker)
-    app.router.add_get("/admin/v1/accounts", _accounts)
-    app.router.add_post("/admin/v1/jobs/{job_id}/rollback", _job_rollback)
-    app.router.add_post("/admin/v1/campaigns/{campaign_id}/rollback", _campaign_rollback)
-    app.router.add_get("/admin/v1/audit", _audit)
+    admin_resilience.add_routes(app)
+    admin_rollback.add_routes(app)
     app.router.add_get("/admin/v1/openapi.json", openapi.handle)
     admin_jobs.add_routes(app)
     return app
