@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio
 
 from gateway.admin import WORKER_SCRAPE_SECONDS
 from gateway.app import GatewayHandle
@@ -161,25 +160,6 @@ async def until(condition: Callable[[], bool], seconds: float) -> bool:
             return True
         await asyncio.sleep(0.05)
     return condition()
-
-
-@pytest.fixture
-async def clean_redis(redis_url: str) -> AsyncIterator[str]:
-    """*redis_url* without any key of the coordinator's default prefix before or after: the
-    breaker keys never expire, and a breaker left forced open would hold other tests."""
-    client = redis.asyncio.Redis.from_url(redis_url)
-
-    async def wipe() -> None:
-        keys = [key async for key in client.scan_iter(match=f"{REDIS_PREFIX}*")]
-        if keys:
-            await client.delete(*keys)
-
-    await wipe()
-    try:
-        yield redis_url
-    finally:
-        await wipe()
-        await client.aclose()
 
 
 @pytest.fixture
