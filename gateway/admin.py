@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import admin_jobs, admin_resilience, admin_rollback, metrics_merge, openapi
-from gateway.admin_http import MAX_PAGE, page_limit
+from gateway.admin_http import MAX_PAGE, bad_request, input_problems, page_limit, row_cursor
 from gateway.admin_http import error as _error
 from gateway.admin_http import rejected as _rejected
 from gateway.admin_http import since as _since
@@ -48,7 +48,8 @@ POOL_METRICS = web.AppKey("pool_metrics", PoolMetrics)
 
 @web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """An unknown path or method answers in the API's error envelope, not aiohttp's text."""
+    """An unknown path or method, or a body over the size limit, answers in the API's error
+    envelope, not aiohttp's text."""
     try:
         return await handler(request)
     except web.HTTPNotFound:
@@ -57,6 +58,9 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         response = _error(405, f"{request.method} is not allowed on {request.path}")
         response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
         return response
+    except web.HTTPRequestEntityTooLarge as exc:
+        # aiohttp's text names its limit: "Maximum request body size 1048576 exceeded."
+        return _rejected("bad_request", exc.text or "The body is too large", status=413)
 
 
 @web.middleware
@@ -70,6 +74,17 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             return response
         if not hmac.compare_digest(given.strip().encode(), token.encode()):
             return _error(403, "The admin token is not valid")
+    return await handler(request)
+
+
+@web.middleware
+async def _inputs(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No admin endpoint takes a query parameter twice or a NUL anywhere in its query or path:
+    400 naming each, before any handler (or store) sees them."""
+    if request.path.startswith(ADMIN_PREFIX):
+        problems = input_problems(request)
+        if problems:
+            return bad_request(problems)
     return await handler(request)
 
 
@@ -168,12 +183,7 @@ async def _entities(request: web.Request) -> web.StreamResponse:
     q = request.query
     problems: list[str] = []
     limit = page_limit(q, problems)
-    before = None
-    if "before" in q:
-        try:
-            before = int(q["before"])
-        except ValueError:
-            problems.append("before: the integer cursor from paging.next")
+    before = row_cursor(q, problems)
     since = None
     if "since" in q:
         try:
@@ -187,7 +197,7 @@ async def _entities(request: web.Request) -> web.StreamResponse:
         except ValueError:
             problems.append(f"state: one of {[s.value for s in EntityState]}")
     if problems:
-        return _rejected("bad_request", "; ".join(problems), problems=problems)
+        return bad_request(problems)
     query = EntityQuery(
         account_id=q.get("account"),
         job_id=q.get("job"),
@@ -253,7 +263,7 @@ def create_worker_metrics_app(gw: Gateway) -> web.Application:
 def create_admin_app(gw: Gateway, *, pool: WorkerPool | None = None) -> web.Application:
     """The admin port; with *pool* (the parent of `serve --workers N`) its /metrics is the
     whole gateway's."""
-    app = web.Application(middlewares=[_json_errors, _auth])
+    app = web.Application(middlewares=[_json_errors, _auth, _inputs])
     app[GATEWAY] = gw
     if pool is not None:
         app[WORKER_POOL] = pool

@@ -11,13 +11,21 @@ holds it in memory, else GATEWAY_ROLLBACK_TOKEN; it is never stored.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from gateway.admin_http import error, page_limit, rejected, since
+from gateway.admin_http import (
+    bad_request,
+    error,
+    graph_unread,
+    job_cursor,
+    json_object,
+    page_limit,
+    rejected,
+    since,
+)
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import GatewayError, StoreError
 from gateway.jobs import job_json
@@ -28,13 +36,6 @@ from gateway.repair import repair_and_record
 
 def _cursor(value: tuple[datetime, str] | None) -> str | None:
     return f"{value[0].isoformat()}|{value[1]}" if value else None
-
-
-def _parse_cursor(raw: str) -> tuple[datetime, str]:
-    at, _, job_id = raw.partition("|")
-    if not job_id:
-        raise ValueError("before: a cursor as paging.next carries it")
-    return since(at), job_id
 
 
 async def _list(request: web.Request) -> web.StreamResponse:
@@ -53,12 +54,12 @@ async def _list(request: web.Request) -> web.StreamResponse:
     except ValueError:
         problems.append("since: POSIX seconds or an ISO 8601 time")
     try:
-        before = _parse_cursor(q["before"]) if "before" in q else None
+        before = job_cursor(q["before"]) if "before" in q else None
     except ValueError:
         problems.append("before: a cursor as paging.next carries it")
     limit = page_limit(q, problems)
     if problems:
-        return rejected("bad_request", "; ".join(problems), problems=problems)
+        return bad_request(problems)
     query = JobQuery(
         status=status, account_id=q.get("account"), since=started, before=before, limit=limit
     )
@@ -75,16 +76,11 @@ async def _list(request: web.Request) -> web.StreamResponse:
 
 
 async def _body_token(request: web.Request) -> tuple[str | None, list[str]]:
-    raw = await request.read()
-    try:
-        doc = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        return None, ['body: a JSON object, e.g. {} or {"access_token": "..."}']
-    problems = [f"{key}: not a parameter here" for key in sorted(set(doc) - {"access_token"})]
+    doc, problems = await json_object(
+        request, '{} or {"access_token": "..."}', allowed=frozenset({"access_token"})
+    )
     token = doc.get("access_token")
-    if token is not None and not isinstance(token, str):
+    if "access_token" in doc and not isinstance(token, str):
         problems.append("access_token: a string")
     return (token or None) if isinstance(token, str) else None, problems
 
@@ -95,7 +91,7 @@ async def _job_and_token(
     gw = request.app[GATEWAY]
     given, problems = await _body_token(request)
     if problems:
-        return rejected("bad_request", "; ".join(problems), problems=problems)
+        return bad_request(problems)
     job_id = request.match_info["job_id"]
     try:
         job = await gw.jobs.job(job_id)
@@ -122,7 +118,7 @@ async def _verify(request: web.Request) -> web.StreamResponse:
     except StoreError as exc:
         return error(503, f"ledger unavailable: {exc.message}")
     except GatewayError as exc:
-        return error(502, f"Graph could not be read: {exc.message}")
+        return graph_unread(exc)
     return web.json_response({"job_id": job.job_id, "verification": report.to_dict()})
 
 
@@ -138,7 +134,7 @@ async def _repair(request: web.Request) -> web.StreamResponse:
     except StoreError as exc:
         return error(503, f"ledger unavailable: {exc.message}")
     except GatewayError as exc:
-        return error(502, f"Graph could not be read: {exc.message}")
+        return graph_unread(exc)
     body: dict[str, Any] = {
         "job_id": job.job_id,
         "verification": report.to_dict(),

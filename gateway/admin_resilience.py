@@ -9,8 +9,8 @@ from typing import Any, get_args
 from aiohttp import web
 
 from gateway import logs
+from gateway.admin_http import bad_request, json_object
 from gateway.admin_http import error as _error
-from gateway.admin_http import rejected as _rejected
 from gateway.attempt import GRAPH_BREAKER
 from gateway.context import GATEWAY, Gateway
 from gateway.core.breaker import Breaker, ForceMode, describe
@@ -19,6 +19,7 @@ from gateway.errors import StoreError
 FORCE_ACTIONS: tuple[ForceMode, ...] = get_args(ForceMode)
 # An operator's note on a forced breaker goes into one log line: a sentence, not a document.
 MAX_REASON = 500
+BODY_KEYS = frozenset({"action", "reason"})
 
 
 async def breakers_now(gw: Gateway) -> dict[str, dict[str, Any]]:
@@ -43,14 +44,9 @@ async def _force_breaker(request: web.Request) -> web.StreamResponse:
     """POST /admin/v1/breakers/{name} {"action": "open"|"disable"|"reset", "reason": "..."}."""
     gw = request.app[GATEWAY]
     name = request.match_info["name"]
-    try:
-        doc = await request.json()
-    except ValueError:
-        doc = None
-    problems = []
-    if not isinstance(doc, dict):
-        problems.append('body: a JSON object {"action": "open|disable|reset", "reason": "..."}')
-        doc = {}
+    doc, problems = await json_object(
+        request, '{"action": "open|disable|reset", "reason": "..."}', allowed=BODY_KEYS
+    )
     action = doc.get("action")
     mode = next((m for m in FORCE_ACTIONS if m == action), None)
     if mode is None:
@@ -59,7 +55,7 @@ async def _force_breaker(request: web.Request) -> web.StreamResponse:
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
         problems.append(f"reason: a string of at most {MAX_REASON} characters")
     if problems or mode is None:
-        return _rejected("bad_request", "; ".join(problems), problems=problems)
+        return bad_request(problems)
     try:
         known = await gw.breakers.snapshot()
         if name != GRAPH_BREAKER and name not in known:

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
 from gateway import rollback
+from gateway.admin_http import bad_request, json_object, page_limit, row_cursor
 from gateway.admin_http import error as _error
-from gateway.admin_http import page_limit
 from gateway.admin_http import rejected as _rejected
 from gateway.context import GATEWAY
 from gateway.errors import BadRequest, JobNotFound, StoreError
@@ -30,18 +29,13 @@ def audit_json(record: AuditRecord) -> dict[str, Any]:
 
 async def _rollback_body(request: web.Request) -> tuple[dict[str, Any], list[str]]:
     """The body of a rollback request, and every problem with it. No body: a dry run."""
-    raw = await request.read()
-    try:
-        doc = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        return {}, ['body: a JSON object {"dry_run": false, "reason": "..."}']
-    problems = [f"{key}: not a rollback parameter" for key in sorted(set(doc) - ROLLBACK_KEYS)]
+    doc, problems = await json_object(
+        request, '{"dry_run": false, "reason": "..."}', allowed=ROLLBACK_KEYS
+    )
     if not isinstance(doc.setdefault("dry_run", True), bool):
         problems.append("dry_run: true or false")
     reason = doc.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > rollback.MAX_REASON):
+    if "reason" in doc and (not isinstance(reason, str) or len(reason) > rollback.MAX_REASON):
         problems.append(f"reason: a string of at most {rollback.MAX_REASON} characters")
     elif doc["dry_run"] is False and not (reason or "").strip():
         problems.append("reason: required to execute a rollback (it goes into every audit row)")
@@ -50,8 +44,8 @@ async def _rollback_body(request: web.Request) -> tuple[dict[str, Any], list[str
     if not isinstance(doc.get("plan_id", ""), str):
         problems.append("plan_id: the plan_id a dry run answered")
     actor = doc.get("actor", rollback.DEFAULT_ACTOR)
-    if not isinstance(actor, str) or not 1 <= len(actor.strip()) <= MAX_ACTOR:
-        problems.append(f"actor: a name of 1 to {MAX_ACTOR} characters")
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > MAX_ACTOR:
+        problems.append(f"actor: a name of 1 to {MAX_ACTOR} characters, not only spaces")
     return doc, problems
 
 
@@ -72,7 +66,7 @@ async def _rollback(
     gw = request.app[GATEWAY]
     doc, problems = await _rollback_body(request)
     if problems:
-        return _rejected("bad_request", "; ".join(problems), problems=problems)
+        return bad_request(problems)
     try:
         if doc["dry_run"]:
             planned = await rollback.plan(gw, job_id=job_id, campaign_id=campaign_id)
@@ -104,14 +98,9 @@ async def _audit(request: web.Request) -> web.StreamResponse:
     q = request.query
     problems: list[str] = []
     limit = page_limit(q, problems)
-    before = None
-    if "before" in q:
-        try:
-            before = int(q["before"])
-        except ValueError:
-            problems.append("before: the integer cursor from paging.next")
+    before = row_cursor(q, problems)
     if problems:
-        return _rejected("bad_request", "; ".join(problems), problems=problems)
+        return bad_request(problems)
     try:
         page = await request.app[GATEWAY].audit.audit(
             job_id=q.get("job"),

@@ -10,8 +10,18 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import __version__
-from gateway.admin_http import DEFAULT_PAGE, MAX_PAGE
+from gateway import __version__, rollback
+from gateway.admin_http import (
+    DEFAULT_PAGE,
+    JOB_CURSOR,
+    MAX_PAGE,
+    MAX_ROW_ID,
+    NO_NUL,
+    NOT_BLANK,
+    UNIX_SECONDS,
+)
+from gateway.admin_resilience import MAX_REASON as MAX_BREAKER_REASON
+from gateway.admin_rollback import MAX_ACTOR
 from gateway.core.breaker import BreakerState
 from gateway.errors import ERROR_TABLE
 from gateway.model import AuditAction, AuditOutcome, CreateSource, EntityState, JobStatus
@@ -24,6 +34,9 @@ NUMBER: Schema = {"type": "number"}
 BOOLEAN: Schema = {"type": "boolean"}
 OBJECT: Schema = {"type": "object"}
 TIME: Schema = {"type": "string", "format": "date-time"}
+# Any text a caller sends (query, path, body) except NUL, which the ledger cannot hold: the
+# admin port answers 400 for one (gateway/admin_http.py).
+TEXT: Schema = {"type": "string", "pattern": NO_NUL}
 
 
 def _ref(name: str) -> Schema:
@@ -51,22 +64,27 @@ def _json(description: str, schema: Schema) -> Schema:
 
 
 def _errors(*statuses: int) -> dict[str, Schema]:
+    """The error answers of an /admin/v1/ operation: *statuses*, and those every one has (401,
+    403, and 400 for a repeated query parameter or a NUL in the query or path)."""
     names = {
         400: "BadRequest",
+        401: "Unauthorized",
+        403: "Forbidden",
         404: "NotFound",
         409: "PlanChanged",
+        413: "PayloadTooLarge",
+        429: "Throttled",
         502: "BadGateway",
         503: "Unavailable",
+        504: "GraphTimeout",
     }
-    refs = {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
     return {
-        **refs,
-        "401": {"$ref": "#/components/responses/Unauthorized"},
-        "403": {"$ref": "#/components/responses/Forbidden"},
+        str(s): {"$ref": f"#/components/responses/{names[s]}"}
+        for s in sorted({400, 401, 403, *statuses})
     }
 
 
-def _query(name: str, description: str, schema: Schema = STRING) -> Schema:
+def _query(name: str, description: str, schema: Schema = TEXT) -> Schema:
     return {
         "name": name,
         "in": "query",
@@ -76,13 +94,13 @@ def _query(name: str, description: str, schema: Schema = STRING) -> Schema:
     }
 
 
-def _path(name: str, description: str) -> Schema:
+def _path(name: str, description: str, **schema: Any) -> Schema:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": STRING,
+        "schema": {**TEXT, **schema},
     }
 
 
@@ -108,8 +126,29 @@ LIMIT = _query(
     f"page size (default {DEFAULT_PAGE})",
     {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
 )
-BEFORE = _query("before", "the cursor from `paging.next` (pass the URL as given)")
-SINCE = _query("since", "ISO 8601 time (2026-11-29T10:00:00Z) or unix seconds")
+# Entities and audit rows page by row id; jobs by `<created_at>|<job id>`.
+BEFORE = _query(
+    "before",
+    "the cursor from `paging.next` (pass the URL as given)",
+    {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID},
+)
+JOB_BEFORE = _query(
+    "before",
+    "the cursor from `paging.next` (pass the URL as given): `<created_at>|<job id>`",
+    {"type": "string", "pattern": JOB_CURSOR},
+)
+SINCE = _query(
+    "since",
+    "created at or after: ISO 8601 (2026-11-29T10:00:00Z; without an offset: UTC) or unix "
+    "seconds; a time before 1970 or after 9999 reads as that bound",
+    {
+        "anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "string", "format": "date"},
+            {"type": "string", "pattern": UNIX_SECONDS},
+        ]
+    },
+)
 JOB_ID = _path("job_id", "a job id (`job_…`)")
 PUBLIC: list[Schema] = []  # no security: the probes and Prometheus need no token
 
@@ -281,7 +320,7 @@ def _schemas() -> dict[str, Schema]:
             mismatched=_array(finding),
         ),
         "GraphToken": {
-            **_obj([], access_token=STRING),
+            **_obj([], access_token=TEXT),
             "additionalProperties": False,
             "description": "The Graph token for the reads (else the job's caller's, while this "
             "process holds it, else GATEWAY_ROLLBACK_TOKEN); never stored",
@@ -291,17 +330,33 @@ def _schemas() -> dict[str, Schema]:
                 [],
                 dry_run={**BOOLEAN, "default": True},
                 reason={
-                    **STRING,
-                    "maxLength": 500,
-                    "description": "required when dry_run is false",
+                    **TEXT,
+                    "maxLength": rollback.MAX_REASON,
+                    "description": "required when dry_run is false (and not only spaces)",
                 },
-                access_token={**STRING, "description": "else GATEWAY_ROLLBACK_TOKEN; never stored"},
-                actor={**STRING, "maxLength": 128, "default": "admin"},
+                access_token={**TEXT, "description": "else GATEWAY_ROLLBACK_TOKEN; never stored"},
+                actor={
+                    "type": "string",
+                    "pattern": NOT_BLANK,
+                    "maxLength": MAX_ACTOR,
+                    "default": rollback.DEFAULT_ACTOR,
+                },
                 plan_id={
-                    **STRING,
+                    **TEXT,
                     "description": "the dry run's plan_id: executing is refused (409, nothing "
                     "deleted) if the plan changed since",
                 },
+            ),
+            "additionalProperties": False,
+            # Executing needs a reason: it goes into every audit row.
+            "if": {"required": ["dry_run"], "properties": {"dry_run": {"const": False}}},
+            "then": {"required": ["reason"], "properties": {"reason": {"pattern": NOT_BLANK}}},
+        },
+        "ForceBreaker": {
+            **_obj(
+                ["action"],
+                action=_enum(["open", "disable", "reset"]),
+                reason={**TEXT, "maxLength": MAX_BREAKER_REASON},
             ),
             "additionalProperties": False,
         },
@@ -383,11 +438,16 @@ def _schemas() -> dict[str, Schema]:
 def _error_responses() -> dict[str, Schema]:
     error = _ref("Error")
     return {
-        "BadRequest": _json("a bad query or body: every problem listed in `error.problems`", error),
+        "BadRequest": _json(
+            "a bad query or body: every problem listed in `error.problems` (also a query "
+            "parameter given twice, a NUL anywhere, a JSON key given twice)",
+            error,
+        ),
         "Unauthorized": {
             **_json("no `Authorization: Bearer` (only when GATEWAY_ADMIN_TOKEN is set)", error),
             "headers": {"WWW-Authenticate": {"schema": STRING}},
         },
+        "PayloadTooLarge": _json("a body over the admin port's size limit (1 MiB)", error),
         "Forbidden": _json("a wrong admin token", error),
         "NotFound": _json("no such job, campaign or breaker", error),
         "PlanChanged": _json(
@@ -395,8 +455,31 @@ def _error_responses() -> dict[str, Schema]:
             "deleted; `error.plan` is the plan now",
             error,
         ),
-        "BadGateway": _json("Graph could not be read", error),
-        "Unavailable": _json("the ledger or the coordinator (Redis) does not answer", error),
+        "Throttled": {
+            **_json(
+                "Graph could not be read: the account is throttled past the wait allowed "
+                "(`gateway_reason` throttled)",
+                error,
+            ),
+            "headers": {"Retry-After": {"schema": STRING}},
+        },
+        "BadGateway": _json(
+            "Graph could not be read: unreachable (`upstream_unavailable`), or its answer was "
+            "not the reads asked for",
+            error,
+        ),
+        "Unavailable": {
+            **_json(
+                "the ledger or the coordinator (Redis) does not answer, or (calls that read "
+                "Graph) a circuit breaker is open: `gateway_reason` circuit_open, nothing sent",
+                error,
+            ),
+            "headers": {"Retry-After": {"schema": STRING}},
+        },
+        "GraphTimeout": {
+            **_json("Graph could not be read: no answer in time (`upstream_timeout`)", error),
+            "headers": {"Retry-After": {"schema": STRING}},
+        },
     }
 
 
@@ -406,7 +489,7 @@ def _paths() -> dict[str, Schema]:
             "the plan (dry run) or the report (executed)",
             {"oneOf": [_ref("RollbackPlan"), _ref("RollbackReport")]},
         ),
-        **_errors(400, 404, 409, 503),
+        **_errors(404, 409, 413, 503),
     }
     rollback_body = _body("no body: a dry run", _ref("RollbackRequest"))
     return {
@@ -466,9 +549,9 @@ def _paths() -> dict[str, Schema]:
                 parameters=[
                     _query("status", "job status", _enum([s.value for s in JobStatus])),
                     _query("account", "ad account (`act_…`)"),
-                    _query("since", "created at or after: ISO 8601 or unix seconds"),
+                    SINCE,
                     LIMIT,
-                    BEFORE,
+                    JOB_BEFORE,
                 ],
             )
         },
@@ -482,7 +565,10 @@ def _paths() -> dict[str, Schema]:
         "/admin/v1/jobs/{job_id}/verify": {
             "post": _op(
                 "post-creation verification: what Graph holds against the ledger (audited)",
-                {"200": _json("the report", _ref("VerifyResult")), **_errors(400, 404, 502, 503)},
+                {
+                    "200": _json("the report", _ref("VerifyResult")),
+                    **_errors(404, 413, 429, 502, 503, 504),
+                },
                 parameters=[JOB_ID],
                 requestBody=_body("optional Graph token", _ref("GraphToken")),
             )
@@ -492,7 +578,7 @@ def _paths() -> dict[str, Schema]:
                 "verify, then free missing slots and adopt untracked entities, never past the cap",
                 {
                     "200": _json("the report and the repair", _ref("RepairResult")),
-                    **_errors(400, 404, 502, 503),
+                    **_errors(404, 413, 429, 502, 503, 504),
                 },
                 parameters=[JOB_ID],
                 requestBody=_body("optional Graph token", _ref("GraphToken")),
@@ -561,20 +647,12 @@ def _paths() -> dict[str, Schema]:
                             breaker=_ref("Breaker"),
                         ),
                     ),
-                    **_errors(400, 404, 503),
+                    **_errors(404, 413, 503),
                 },
-                parameters=[_path("name", "a breaker's name (`graph`)")],
+                parameters=[_path("name", "a breaker's name (`graph`)", examples=["graph"])],
                 requestBody={
                     "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": _obj(
-                                ["action"],
-                                action=_enum(["open", "disable", "reset"]),
-                                reason={**STRING, "maxLength": 500},
-                            )
-                        }
-                    },
+                    "content": {"application/json": {"schema": _ref("ForceBreaker")}},
                 },
             )
         },

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.stores.redis_coord import RedisCoordinator
 from gateway.testing import GatewayHandle, SimHandle, running_gateway
+from tests.gateway.test_jobs import campaign_params, create, job
 
 TOKEN = "sim-token-alice"
 ADMIN = "admin-secret-for-tests"
@@ -134,6 +135,8 @@ async def test_a_disabled_breaker_lets_calls_through(
         {"reason": "no action"},
         {"action": "open", "reason": 7},
         {"action": "open", "reason": "x" * 501},
+        {"action": "open", "resaon": "a typo must not drop the reason"},
+        {"action": "open", "reason": "INC\x0042"},
         ["open"],
         "open",
     ],
@@ -340,3 +343,55 @@ async def test_an_unknown_admin_path_or_method_answers_in_the_error_envelope(
             assert resp.status == 405
             assert "GET" in resp.headers["Allow"]
             assert (await resp.json())["error"]["status"] == 405
+
+
+async def test_a_body_nested_too_deep_or_with_a_key_twice_is_400_not_a_crash(
+    http: aiohttp.ClientSession, gateway: GatewayHandle
+) -> None:
+    """JSON nested past what the parser reads was a 500; a key given twice took the last one.
+    Both are 400 bad_request and the breaker stays as it was."""
+    url = f"{gateway.admin_url}/admin/v1/breakers/graph"
+    for raw, problem in (
+        ("[" * 100_000, "body: a JSON object"),
+        ('{"action": "reset", "action": "open"}', "action: given more than once in the body"),
+    ):
+        async with http.post(url, data=raw, headers={"Content-Type": "application/json"}) as resp:
+            body = await resp.json()
+            assert resp.status == 400, body
+        assert any(p.startswith(problem) for p in body["error"]["problems"]), body
+    assert (await breakers(http, gateway))["graph"]["state"] == "closed"
+
+
+async def test_verify_and_repair_under_a_forced_open_breaker_are_503_circuit_open(
+    http: aiohttp.ClientSession, gateway: GatewayHandle, graph_sim: SimHandle
+) -> None:
+    """Post-creation verification and repair read Graph through the breaker: forced open, they
+    answer what the proxy would (503 circuit_open, transient, Retry-After), not a 502 that
+    blames Graph, and send nothing."""
+    job_id = await job(http, gateway, {"campaign": 1})
+    made = await create(http, gateway, "campaigns", campaign_params(), job_id=job_id)
+    assert made.status == 200, made.body
+    status, _ = await force(http, gateway, {"action": "open", "reason": "Graph incident"})
+    assert status == 200
+    before = await sim_calls(graph_sim)
+
+    for action in ("verify", "repair"):
+        async with http.post(
+            f"{gateway.admin_url}/admin/v1/jobs/{job_id}/{action}", json={"access_token": TOKEN}
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == 503, body
+            assert int(resp.headers["Retry-After"]) >= 1
+        error = body["error"]
+        assert (error["gateway_reason"], error["code"], error["is_transient"]) == (
+            "circuit_open",
+            9009,
+            True,
+        )
+    assert await sim_calls(graph_sim) == before
+
+    await force(http, gateway, {"action": "reset"})
+    async with http.post(
+        f"{gateway.admin_url}/admin/v1/jobs/{job_id}/verify", json={"access_token": TOKEN}
+    ) as resp:
+        assert resp.status == 200, await resp.text()

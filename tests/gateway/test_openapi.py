@@ -7,6 +7,7 @@ without docs fails here); and a running gateway's answers fit the schemas it giv
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +15,11 @@ import aiohttp
 import jsonschema
 import pytest
 from openapi_spec_validator import validate
+from yarl import URL
 
+from gateway import rollback
 from gateway.admin import create_admin_app
+from gateway.admin_resilience import MAX_REASON as MAX_BREAKER_REASON
 from gateway.errors import ERROR_TABLE
 from gateway.openapi import document
 from gateway.testing import GatewayHandle, SimHandle, running_gateway
@@ -245,3 +249,183 @@ async def test_the_job_routes_answers_fit_their_schemas(
     _, listed = await answer(http, gw, "GET", "/admin/v1/jobs?status=rolled_back")
     assert [j["job_id"] for j in listed["data"]] == [job_id]
     assert await graph_sim.objects(type="adset", live=True) == []  # the rollback did run
+
+
+# --- the document and the server agree on what input is valid (found by schemathesis) ------
+
+
+def valid(doc: dict[str, Any], schema: dict[str, Any], value: Any) -> bool:
+    """*value* fits *schema* ($refs into *doc*, formats checked), as a client would judge."""
+    validator = jsonschema.Draft202012Validator(
+        {**schema, "components": doc["components"]},
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
+    return validator.is_valid(value)
+
+
+def parameter(doc: dict[str, Any], path: str, name: str) -> dict[str, Any]:
+    [found] = [p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == name]
+    schema: dict[str, Any] = found["schema"]
+    return schema
+
+
+def query_value(schema: dict[str, Any], raw: str) -> Any:
+    """How a client holding *schema* would have the raw query value (an integer parameter's
+    digits as a number)."""
+    if schema.get("type") == "integer" and re.fullmatch("-?[0-9]+", raw):
+        return int(raw)
+    return raw
+
+
+QUERY_SAMPLES: list[tuple[str, str, list[str]]] = [
+    (
+        "/admin/v1/entities",
+        "since",
+        [
+            "2026-11-29T10:00:00Z",
+            "2026-11-29T10:00:00.5+05:30",
+            "0001-01-01T00:00:00+14:00",
+            "2026-11-29",
+            "1764410400",
+            "-1e20",
+            "1e999",
+            "",
+            "inf",
+            "nan",
+            "1_000",
+            "yesterday",
+            "2026-02-30",
+        ],
+    ),
+    ("/admin/v1/jobs", "since", ["9999-12-31T23:00:00-05:00", "1.5e9", "NaN", "tomorrow"]),
+    (
+        "/admin/v1/entities",
+        "before",
+        ["1", "9223372036854775807", "9223372036854775808", "0", "-3", "", "x", "1_0"],
+    ),
+    ("/admin/v1/audit", "before", ["42", "99999999999999999999", "1.0"]),
+    (
+        "/admin/v1/jobs",
+        "before",
+        [
+            "2026-11-29T07:02:05.123456+00:00|job_0123456789abcdef0123",
+            "2028-02-29T00:00:00Z|job_x",
+            "2027-02-29T00:00:00Z|job_x",
+            "2026-04-31T00:00:00+00:00|job_x",
+            "2026-11-29T24:00:00+00:00|job_x",
+            "2026-11-29T07:02:05+00:00|",
+            "2026-11-29T07:02:05+00:00",
+            "|job_x",
+            "",
+        ],
+    ),
+    ("/admin/v1/audit", "limit", ["1", "1000", "1001", "0", "-1", "10.0", "", "²"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "samples"), QUERY_SAMPLES, ids=[f"{p}?{n}" for p, n, _ in QUERY_SAMPLES]
+)
+async def test_the_server_accepts_exactly_the_query_values_the_document_calls_valid(
+    http: aiohttp.ClientSession, gw: GatewayHandle, path: str, name: str, samples: list[str]
+) -> None:
+    """For `since`, `before` and `limit`: a value the documented schema takes is answered 200,
+    one it refuses is a 400 naming the parameter. (The document said "string" for `since` and
+    `before`, so fuzzers sent `since=` and were refused; the server crashed on `since=1e20`.)"""
+    doc = document()
+    schema = parameter(doc, path, name)
+    for raw in samples:
+        documented = valid(doc, schema, query_value(schema, raw))
+        async with http.get(
+            URL(gw.admin_url).with_path(path).with_query({name: raw}), headers=AUTH
+        ) as resp:
+            body = await resp.json()
+        assert resp.status == (200 if documented else 400), (raw, documented, body)
+        if not documented:
+            assert [p for p in body["error"]["problems"] if p.startswith(f"{name}:")], body
+
+
+ROLLBACK_BODIES: list[Any] = [
+    {},
+    {"dry_run": True},
+    {"dry_run": True, "reason": ""},
+    {"dry_run": False},
+    {"dry_run": False, "reason": " \t"},
+    {"dry_run": False, "reason": "r" * rollback.MAX_REASON},
+    {"dry_run": False, "reason": "r" * (rollback.MAX_REASON + 1)},
+    {"dry_run": False, "reason": "r", "actor": "a" * 128},
+    {"dry_run": False, "reason": "r", "actor": "a" * 129},
+    {"dry_run": False, "reason": "r", "actor": "   "},
+    {"dry_run": False, "reason": "r", "actor": " ops "},
+    {"dry_run": False, "reason": "r", "plan_id": ""},
+    {"reason": None},
+    {"dry_run": None},
+    {"dry_run": True, "reason": "a\x00b"},
+    {"dry_run": True, "extra": 1},
+]
+
+
+@pytest.mark.parametrize("body", ROLLBACK_BODIES, ids=[json.dumps(b)[:60] for b in ROLLBACK_BODIES])
+async def test_the_server_accepts_exactly_the_rollback_bodies_the_document_calls_valid(
+    http: aiohttp.ClientSession, gw: GatewayHandle, body: Any
+) -> None:
+    """RollbackRequest states what the handler checks: a reason to execute (not only spaces),
+    its real limit (rollback.MAX_REASON, not the 500 it said), an actor of 1..128 characters
+    not all spaces, no NUL, no null where a string goes. A valid body reaches the lookup of
+    the (unknown) job: 404; an invalid one is 400."""
+    doc = document()
+    schema = doc["components"]["schemas"]["RollbackRequest"]
+    documented = valid(doc, schema, body)
+
+    status, answer = await _post(http, gw, "/admin/v1/jobs/job_nope/rollback", body)
+
+    assert status == (404 if documented else 400), (body, documented, answer)
+
+
+BREAKER_BODIES: list[Any] = [
+    {"action": "reset"},
+    {"action": "reset", "reason": "x" * MAX_BREAKER_REASON},
+    {"action": "reset", "reason": "x" * (MAX_BREAKER_REASON + 1)},
+    {"action": "reset", "resaon": "typo"},
+    {"action": "reset", "reason": "a\x00"},
+    {"action": "close"},
+    {},
+]
+
+
+@pytest.mark.parametrize("body", BREAKER_BODIES, ids=[json.dumps(b)[:40] for b in BREAKER_BODIES])
+async def test_the_server_accepts_exactly_the_breaker_bodies_the_document_calls_valid(
+    http: aiohttp.ClientSession, gw: GatewayHandle, body: Any
+) -> None:
+    """ForceBreaker: an action, an optional short reason, nothing else (a misspelt `reason`
+    was dropped without a word)."""
+    doc = document()
+    documented = valid(doc, doc["components"]["schemas"]["ForceBreaker"], body)
+
+    status, answer = await _post(http, gw, "/admin/v1/breakers/graph", body)
+
+    assert status == (200 if documented else 400), (body, documented, answer)
+
+
+async def _post(
+    http: aiohttp.ClientSession, gw: GatewayHandle, path: str, body: Any
+) -> tuple[int, Any]:
+    async with http.post(gw.admin_url + path, json=body, headers=AUTH) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_every_admin_operation_documents_the_errors_any_request_can_get() -> None:
+    """400 on every /admin/v1/ operation (a parameter given twice, a NUL in the path), 413 on
+    those that take a body; verify and repair also the gateway's own refusals to read Graph
+    (429 throttled, 503 circuit_open, 504), which they no longer turn into a 502."""
+    doc = document()
+    for method, path in operations(doc):
+        op = doc["paths"][path][method.lower()]
+        if not path.startswith("/admin/v1/"):
+            continue
+        assert "400" in op["responses"], (method, path)
+        if "requestBody" in op:
+            assert "413" in op["responses"], (method, path)
+    for action in ("verify", "repair"):
+        responses = doc["paths"][f"/admin/v1/jobs/{{job_id}}/{action}"]["post"]["responses"]
+        assert {"429", "502", "503", "504"} <= set(responses)

@@ -10,6 +10,7 @@ and leaves the job rolled_back or partially_rolled_back; executing again finishe
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -315,6 +316,75 @@ async def test_a_bad_body_is_400_and_deletes_nothing(
     assert await deletes(graph_sim) == Counter()
     assert await job_status(http, gw, built.job_id) == "completed"
     assert await audit(http, gw) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        # The last key would have won: an execute hidden behind a dry run.
+        (
+            '{"dry_run": true, "dry_run": false, "reason": "r"}',
+            "dry_run: given more than once in the body",
+        ),
+        # PostgreSQL cannot store a NUL: the audit row failed, a 500 (nothing was deleted).
+        (
+            '{"dry_run": false, "reason": "r", "actor": "ops\\u0000"}',
+            "actor: NUL characters are not accepted",
+        ),
+        (
+            '{"dry_run": false, "reason": "wrong\\u0000targeting"}',
+            "reason: NUL characters are not accepted",
+        ),
+        ('{"reason": null}', f"reason: a string of at most {rollback.MAX_REASON} characters"),
+        (
+            '{"dry_run": false, "reason": "r", "actor": "   "}',
+            "actor: a name of 1 to 128 characters, not only spaces",
+        ),
+        ("[" * 100_000, 'body: a JSON object {"dry_run": false, "reason": "..."}'),  # was a 500
+    ],
+)
+async def test_an_odd_rollback_body_is_400_naming_it_on_either_ledger_and_deletes_nothing(
+    http: aiohttp.ClientSession,
+    graph_sim: SimHandle,
+    database_url: str,  # noqa: F811 - the fixture imported above
+    raw: str,
+    problem: str,
+) -> None:
+    """Duplicate keys, NUL characters, a null reason, a blank actor, JSON nested past what the
+    parser reads: 400 bad_request naming the problem, on SQLite and PostgreSQL alike; nothing
+    is deleted or audited."""
+    async with running_gateway(graph_sim.url, database_url, environ=ENV) as gw:
+        built = await build(http, gw, graph_sim, adsets=1)
+
+        answer = await post(http, gw, f"jobs/{built.job_id}/rollback", raw=raw)
+
+        assert answer.status == 400, answer.body
+        assert answer.error["gateway_reason"] == "bad_request"
+        assert problem in answer.error["problems"]
+        assert await live(graph_sim) == set(built.all)
+        assert await deletes(graph_sim) == Counter()
+        assert await audit(http, gw) == []
+        assert await job_status(http, gw, built.job_id) == "completed"
+
+
+async def test_a_body_over_the_size_limit_is_413_in_the_error_envelope(
+    http: aiohttp.ClientSession, gw: GatewayHandle, graph_sim: SimHandle
+) -> None:
+    """A body past the admin port's 1 MiB is refused in the API's envelope (it was aiohttp's
+    text/plain), as bad_request with status 413; nothing is deleted."""
+    built = await build(http, gw, graph_sim, adsets=1)
+    huge = json.dumps({"dry_run": False, "reason": REASON, "actor": "x" * 2_000_000})
+
+    async with http.post(
+        f"{gw.admin_url}/admin/v1/jobs/{built.job_id}/rollback",
+        data=io.BytesIO(huge.encode()),
+        headers={**AUTH, "Content-Type": "application/json"},
+    ) as resp:
+        assert resp.status == 413, await resp.text()
+        assert resp.content_type == "application/json"
+        error = (await resp.json())["error"]
+    assert (error["gateway_reason"], error["code"]) == ("bad_request", 9004)
+    assert await live(graph_sim) == set(built.all)
 
 
 async def test_without_any_graph_token_executing_is_400(
