@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import ERROR_TABLE, GatewayError, Throttled, UpstreamError
+from gateway.errors import ERROR_TABLE, GatewayError, GraphRefused, Throttled, UpstreamError
 
 # Every admin listing (jobs, entities, audit) pages the same way: `limit` 1..MAX_PAGE.
 DEFAULT_PAGE = 100
@@ -81,8 +81,17 @@ def graph_unread(exc: GatewayError) -> web.Response:
     """Graph could not be read for an admin call. The gateway's own refusals keep their reason
     and status (a breaker open: 503 circuit_open; a throttled account: 429 throttled; no answer:
     504), with Retry-After where waiting helps; Graph answering with something unreadable, or
-    an error where reads were expected, is a 502."""
+    an error where reads were expected, is a 502 with Graph's error; Graph refusing the token
+    itself (190) is the caller's to fix: 400 bad_request."""
     message = f"Graph could not be read: {exc.message}"
+    if isinstance(exc, GraphRefused):
+        extra: dict[str, Any] = {"graph_error": exc.graph_error} if exc.graph_error else {}
+        if exc.token_refused:
+            hint = "give a valid access_token or set GATEWAY_ROLLBACK_TOKEN"
+            return rejected(
+                "bad_request", f"Graph refused the token: {exc.message}; {hint}", **extra
+            )
+        return error(502, message, **extra)
     if not isinstance(exc, UpstreamError | Throttled):
         return error(502, message)
     response = rejected(exc.reason, message, status=exc.status)

@@ -201,6 +201,15 @@ async def try_once(
     return reply
 
 
+def refusal(reply: Reply, what: str) -> str:
+    """What Graph answered to *what*, for an operator: "Graph answered 400 to a listing of
+    act_1/campaigns: (#190) Invalid OAuth access token" (Graph's messages quote no token)."""
+    error = reply.error
+    if error is None:
+        return f"Graph answered {reply.status} to {what}"
+    return f"Graph answered {reply.status} to {what}: (#{error.get('code')}) {error.get('message')}"
+
+
 def throttle_absorbable(reply: Reply, tally: Tally) -> bool:
     """A throttle the gateway waits out (the gate holds the next try until the regain time)."""
     if reply.error_class is not ErrorClass.THROTTLE or reply.throttle_wait is None:

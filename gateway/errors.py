@@ -195,6 +195,22 @@ class CircuitOpenError(UpstreamError):
     reason = "circuit_open"
 
 
+class GraphRefused(GatewayError):
+    """Graph answered one of the gateway's own reads (a look-up, a verification) with an error
+    or with something that is not the answer asked for. `graph_error` is Graph's error object,
+    None when the answer carried none. Where it surfaces (the admin API) it says what Graph
+    said; in a create's path it is one more reason a look-up could not decide."""
+
+    def __init__(self, message: str, graph_error: Any = None) -> None:
+        super().__init__(message)
+        self.graph_error = graph_error if isinstance(graph_error, dict) else None
+
+    @property
+    def token_refused(self) -> bool:
+        """Graph refused the token itself (190 and its subcodes, 102: session)."""
+        return self.graph_error is not None and self.graph_error.get("code") in (190, 102)
+
+
 class StoreError(GatewayError):
     pass
 

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.attempt import Tally, read_retried
+from gateway.attempt import Tally, read_retried, refusal
 from gateway.context import Gateway
 from gateway.core.reconcile import Candidate, Decision, Pending, Undecided, match
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, GraphRefused
 from gateway.model import EntityQuery, EntityRecord, EntityState
 
 # Where each type's entities are listed, by the kind of parent its row records.
@@ -103,7 +103,7 @@ async def children(
         )
         doc = reply.doc
         if reply.status != 200 or not isinstance(doc, dict):
-            raise GatewayError(f"Graph answered {reply.status} listing {path}")
+            raise GraphRefused(refusal(reply, f"a listing of {path}"), reply.error)
         out.extend(d for d in doc.get("data", []) if isinstance(d, dict))
         pages += 1
         paging = doc.get("paging") or {}

@@ -198,6 +198,11 @@ def _schemas() -> dict[str, Schema]:
                     gateway_reason=_enum(sorted(ERROR_TABLE)),
                     problems=_array(STRING),
                     fbtrace_id=STRING,
+                    graph_error={
+                        "type": "object",
+                        "description": "Graph's own error object, when Graph answered one of "
+                        "the gateway's reads (verify, repair) with an error",
+                    },
                 ),
                 "description": "Graph's error envelope; the gateway's own errors add "
                 "`gateway_reason`, `code` and `is_transient` (README, 'Errors the gateway "

@@ -18,10 +18,10 @@ from urllib.parse import urlencode
 from multidict import CIMultiDict
 
 from gateway import logs
-from gateway.attempt import Tally, read_retried
+from gateway.attempt import Tally, read_retried, refusal
 from gateway.context import Gateway
 from gateway.core.postcheck import Recorded, Report, Seen, compare
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, GraphRefused
 from gateway.lookup import children
 from gateway.model import (
     AuditAction,
@@ -88,7 +88,7 @@ async def _read_batch(
         kind="verify",
     )
     if not isinstance(reply.doc, list) or len(reply.doc) != len(ids):
-        raise GatewayError(f"Graph answered {reply.status} to a batch of reads")
+        raise GraphRefused(refusal(reply, "a batch of reads"), reply.error)
     out: dict[str, Seen | None] = {}
     for graph_id, entry in zip(ids, reply.doc, strict=True):
         if not isinstance(entry, dict) or entry.get("code") != 200:

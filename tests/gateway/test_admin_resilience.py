@@ -3,6 +3,7 @@ readiness (DESIGN.md §3.3), over real HTTP against the simulator."""
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import AsyncExitStack
 from typing import Any
@@ -395,3 +396,26 @@ async def test_verify_and_repair_under_a_forced_open_breaker_are_503_circuit_ope
         f"{gateway.admin_url}/admin/v1/jobs/{job_id}/verify", json={"access_token": TOKEN}
     ) as resp:
         assert resp.status == 200, await resp.text()
+
+
+async def test_verify_and_repair_with_a_token_graph_refuses_are_400_saying_what_graph_said(
+    http: aiohttp.ClientSession, gateway: GatewayHandle
+) -> None:
+    """The operator's Graph token is the operator's to fix: Graph's 190 comes back as a 400
+    bad_request with Graph's error and a hint, not a 502 that blames Graph."""
+    job_id = await job(http, gateway, {"campaign": 1})
+    made = await create(http, gateway, "campaigns", campaign_params(), job_id=job_id)
+    assert made.status == 200, made.body
+    for action in ("verify", "repair"):
+        async with http.post(
+            f"{gateway.admin_url}/admin/v1/jobs/{job_id}/{action}",
+            json={"access_token": "not-a-token-graph-knows"},
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == 400, body
+        error = body["error"]
+        assert error["gateway_reason"] == "bad_request"
+        assert error["graph_error"]["code"] == 190
+        assert "(#190)" in error["message"]
+        assert "GATEWAY_ROLLBACK_TOKEN" in error["message"]
+        assert "not-a-token-graph-knows" not in json.dumps(body)
