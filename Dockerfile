@@ -22,6 +22,6 @@ EXPOSE 8080 9090
 
 ENTRYPOINT ["graph-gateway"]
 # The admin port is off loopback here, so the gateway refuses to start without
-# GATEWAY_ADMIN_TOKEN: docker run -e GATEWAY_ADMIN_TOKEN=... -v gw:/data graph-gateway
+# a GATEWAY_ADMIN_TOKEN of 16+ characters: docker run -e GATEWAY_ADMIN_TOKEN="$(openssl rand -hex 32)" -v gw:/data graph-gateway
 # The simulator: docker run graph-gateway sim --host 0.0.0.0 --port 8080
 CMD ["serve"]

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
+# The shortest admin token accepted on an address beyond loopback.
+MIN_EXPOSED_TOKEN = 16
 DEFAULTS = {
     "upstream": "https://graph.facebook.com",
     "listen": "127.0.0.1:8080",
@@ -138,6 +140,12 @@ def load_settings(environ: Mapping[str, str], flags: Mapping[str, Any] | None = 
         problems.append(
             f"admin_listen: {admin} is not a loopback address; set GATEWAY_ADMIN_TOKEN to expose "
             "the admin API beyond this host"
+        )
+    elif admin is not None and not admin.loopback and len(admin_token or "") < MIN_EXPOSED_TOKEN:
+        # Rollback deletes campaigns: a token that can be guessed must not guard it on a network.
+        problems.append(
+            f"GATEWAY_ADMIN_TOKEN: at least {MIN_EXPOSED_TOKEN} characters to expose the admin "
+            f"API on {admin} (e.g. `openssl rand -hex 32`)"
         )
     workers = flags.get("workers")
     workers = 1 if workers is None else workers

@@ -53,8 +53,17 @@ def test_a_non_loopback_admin_port_needs_a_token() -> None:
     """Binding the admin API beyond loopback without GATEWAY_ADMIN_TOKEN is refused."""
     with pytest.raises(ConfigError, match="admin_listen"):
         load_settings({"GATEWAY_ADMIN_LISTEN": "0.0.0.0:9090"})
-    allowed = load_settings({"GATEWAY_ADMIN_LISTEN": "0.0.0.0:9090", "GATEWAY_ADMIN_TOKEN": "x"})
+    token = "x" * 16
+    allowed = load_settings({"GATEWAY_ADMIN_LISTEN": "0.0.0.0:9090", "GATEWAY_ADMIN_TOKEN": token})
     assert allowed.admin_listen == Address("0.0.0.0", 9090)
+
+
+def test_a_guessable_admin_token_is_refused_beyond_loopback_only() -> None:
+    """Rollback deletes campaigns: on a network the token must be at least 16 characters; on
+    loopback any token goes."""
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        load_settings({"GATEWAY_ADMIN_LISTEN": "0.0.0.0:9090", "GATEWAY_ADMIN_TOKEN": "x" * 15})
+    assert load_settings({"GATEWAY_ADMIN_TOKEN": "t"}).admin_token == "t"
 
 
 def test_tokens_and_passwords_never_show_in_the_repr() -> None:
