@@ -15,7 +15,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import admin_jobs, admin_resilience, admin_rollback, metrics_merge, openapi
-from gateway.admin_http import MAX_PAGE, bad_request, input_problems, page_limit, row_cursor
+from gateway.admin_http import (
+    MAX_PAGE,
+    bad_request,
+    input_problems,
+    listing,
+    page_limit,
+    row_cursor,
+)
 from gateway.admin_http import error as _error
 from gateway.admin_http import rejected as _rejected
 from gateway.admin_http import since as _since
@@ -210,10 +217,8 @@ async def _entities(request: web.Request) -> web.StreamResponse:
         page = await request.app[GATEWAY].ledger.entities(query)
     except StoreError as exc:
         return _error(503, f"ledger unavailable: {exc.message}")
-    body: dict[str, Any] = {"data": [entity_json(r) for r in page.items], "paging": {}}
-    if page.next_before_id is not None:
-        body["paging"]["next"] = str(request.rel_url.update_query(before=str(page.next_before_id)))
-    return web.json_response(body)
+    after = None if page.next_before_id is None else str(page.next_before_id)
+    return listing(request, [entity_json(r) for r in page.items], after)
 
 
 async def _job(request: web.Request) -> web.StreamResponse:

@@ -203,3 +203,15 @@ async def json_object(
         if "\x00" in key or (isinstance(value, str) and "\x00" in value):
             problems.append(f"{key.replace(chr(0), '?')}: NUL characters are not accepted")
     return doc, problems
+
+
+def listing(request: web.Request, data: list[Any], next_before: str | None) -> web.Response:
+    """A page of an admin listing, shaped like Graph's: `{"data": [...], "paging": {"next"}}`,
+    `next` being this request's path and query with `before` set to *next_before* (absent on
+    the last page)."""
+    paging = (
+        {}
+        if next_before is None
+        else {"next": str(request.rel_url.update_query(before=next_before))}
+    )
+    return web.json_response({"data": data, "paging": paging})

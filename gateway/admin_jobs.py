@@ -22,6 +22,7 @@ from gateway.admin_http import (
     graph_unread,
     job_cursor,
     json_object,
+    listing,
     page_limit,
     rejected,
     since,
@@ -67,12 +68,7 @@ async def _list(request: web.Request) -> web.StreamResponse:
         page = await gw.jobs.list_jobs(query)
     except StoreError as exc:
         return error(503, f"ledger unavailable: {exc.message}")
-    # The shape of the other listings here (entities, audit): Graph's data + paging.next.
-    body: dict[str, Any] = {"data": [job_json(j) for j in page.items], "paging": {}}
-    cursor = _cursor(page.next_before)
-    if cursor is not None:
-        body["paging"]["next"] = str(request.rel_url.update_query(before=cursor))
-    return web.json_response(body)
+    return listing(request, [job_json(j) for j in page.items], _cursor(page.next_before))
 
 
 async def _body_token(request: web.Request) -> tuple[str | None, list[str]]:

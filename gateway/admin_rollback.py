@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import rollback
-from gateway.admin_http import bad_request, json_object, page_limit, row_cursor
+from gateway.admin_http import bad_request, json_object, listing, page_limit, row_cursor
 from gateway.admin_http import error as _error
 from gateway.admin_http import rejected as _rejected
 from gateway.context import GATEWAY
@@ -112,10 +112,8 @@ async def _audit(request: web.Request) -> web.StreamResponse:
         )
     except StoreError as exc:
         return _error(503, f"ledger unavailable: {exc.message}")
-    body: dict[str, Any] = {"data": [audit_json(r) for r in page.items], "paging": {}}
-    if page.next_before_id is not None:
-        body["paging"]["next"] = str(request.rel_url.update_query(before=str(page.next_before_id)))
-    return web.json_response(body)
+    after = None if page.next_before_id is None else str(page.next_before_id)
+    return listing(request, [audit_json(r) for r in page.items], after)
 
 
 def add_routes(app: web.Application) -> None:
