@@ -62,6 +62,7 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.clock import Clock
 from gateway.core.breaker import (
+    Admission,
     Admitted,
     Breaker,
     BreakerConfig,
@@ -111,6 +112,13 @@ class MemoryBreakerStore:
     async def apply(
         self, name: str, config: BreakerConfig, step: Callable[[Breaker], tuple[Breaker, R]]
     ) -> tuple[Breaker, Breaker, R]:
+        return self.apply_now(name, config, step)
+
+    def apply_now(
+        self, name: str, config: BreakerConfig, step: Callable[[Breaker], tuple[Breaker, R]]
+    ) -> tuple[Breaker, Breaker, R]:
+        """`apply` as a plain call: this store never waits, so the registry calls it without
+        a coroutine on every guarded call (the same single step, the same atomicity)."""
         before = self._read(name, config)
         after, result = step(before)
         self._breakers[name] = after
@@ -126,9 +134,15 @@ class MemoryBreakerStore:
         stored = self._breakers.get(name)
         if stored is None:
             return Breaker(config)
-        if stored.config != config:
+        if stored.config is not config and stored.config != config:
             stored = replace(stored, config=config)
         return stored
+
+
+def _in_process(store: BreakerStore) -> MemoryBreakerStore | None:
+    """*store* when its `apply` is MemoryBreakerStore's own (a subclass that overrides it,
+    as tests do, keeps the awaited path)."""
+    return store if type(store) is MemoryBreakerStore else None
 
 
 class BreakerListener:
@@ -268,7 +282,31 @@ class BreakerRegistry:
         self._notify_change(name, before, after)
         return store, after, result
 
+    def _admit(self, name: str, now: float) -> tuple[BreakerStore, Admission] | None:
+        """Admission on an in-process store, without awaiting; None for another store."""
+        store = _in_process(self._store)
+        if store is None:
+            return None
+        before, after, decision = store.apply_now(
+            name, self.config_for(name), lambda b: admit(b, now)
+        )
+        if before.state is not after.state:
+            self._notify_change(name, before, after)
+        return store, decision
+
     async def _finish(self, call: Call, outcome: Outcome, exc: BaseException | None) -> None:
+        step = self._outcome_step(call, outcome, exc)
+        try:
+            before, after, _ = await call._store.apply(call.name, self.config_for(call.name), step)
+        except StoreError as store_exc:
+            # Never raise here: the call itself is done, and its answer (maybe a created
+            # entity) must reach the caller.
+            self._notify_store_error(call.name, store_exc)
+            return
+        self._notify_change(call.name, before, after)
+
+    def _outcome_step(self, call: Call, outcome: Outcome, exc: BaseException | None) -> Step[None]:
+        """The step that records *call*'s outcome (the listeners hear of it here)."""
         duration = self._clock.monotonic() - call.started
         now = self._clock.now()
         if outcome is Outcome.IGNORED:
@@ -294,14 +332,7 @@ class BreakerRegistry:
                 listener.success(call.name, duration)
             elif outcome is Outcome.FAILURE:
                 listener.failure(call.name, duration, exc)
-        try:
-            before, after, _ = await call._store.apply(call.name, self.config_for(call.name), step)
-        except StoreError as store_exc:
-            # Never raise here: the call itself is done, and its answer (maybe a created
-            # entity) must reach the caller.
-            self._notify_store_error(call.name, store_exc)
-            return
-        self._notify_change(call.name, before, after)
+        return step
 
     def _notify_change(self, name: str, before: Breaker, after: Breaker) -> None:
         if before.state is not after.state:
@@ -326,7 +357,11 @@ class Guard:
     async def __aenter__(self) -> Call:
         registry, name = self._registry, self._name
         now = registry._clock.now()
-        store, _, decision = await registry._apply(name, lambda b: admit(b, now))
+        admitted = registry._admit(name, now)
+        if admitted is not None:
+            store, decision = admitted
+        else:
+            store, _, decision = await registry._apply(name, lambda b: admit(b, now))
         if isinstance(decision, Rejected):
             for listener in registry._listeners:
                 listener.rejected(name, decision)
@@ -349,12 +384,19 @@ class Guard:
         if call is None:  # not entered (or exited already): no call to account for
             return
         self._call = None
+        registry = self._registry
         outcome = call.outcome
         if outcome is None:
             if exc is None:
                 outcome = Outcome.SUCCESS
-            elif self._registry._is_failure(exc):
+            elif registry._is_failure(exc):
                 outcome = Outcome.FAILURE
             else:
                 outcome = Outcome.IGNORED
-        await self._registry._finish(call, outcome, exc)
+        store = _in_process(call._store)
+        if store is None:
+            await registry._finish(call, outcome, exc)
+            return
+        step = registry._outcome_step(call, outcome, exc)
+        before, after, _ = store.apply_now(call.name, registry.config_for(call.name), step)
+        registry._notify_change(call.name, before, after)

@@ -34,6 +34,7 @@ from gateway.core.ratelimit import (
     error_gate,
     estimate,
     gates_for,
+    open_unpaced,
     parse_usage,
     record_throttle,
     try_admit,
@@ -43,8 +44,15 @@ from gateway.errors import Throttled
 
 R = TypeVar("R")
 _FRESH = GateState()  # the state of a gate never written (frozen: safe to share)
-# Usage headers; aiohttp's header multidicts compare names case-insensitively.
-_USAGE_HEADERS = (APP_USAGE, AD_ACCOUNT_USAGE, BUC_USAGE, INSIGHTS_THROTTLE)
+# No usage header at all (the four of parse_usage, in the order observe() reads them).
+_NO_USAGE = (None, None, None, None)
+_CI_HEADERS = (CIMultiDictProxy, CIMultiDict)
+# Parsed usage headers kept for reuse: Graph repeats the same values call after call (a quiet
+# account's usage moves in whole percents), and parsing is pure, so an answer whose headers
+# were seen before skips the JSON. Bounded: emptied when full (a few hundred small tuples).
+_PARSED_MAX = 512
+# Gate keys by (account, kind), kept for reuse likewise; emptied when full.
+_KEYS_MAX = 4096
 Transition = Callable[[dict[str, GateState]], tuple[R, dict[str, GateState]]]
 
 
@@ -68,16 +76,33 @@ class MemoryGateStore:
         self._states: dict[str, GateState] = {}
 
     async def apply(self, keys: Sequence[str], fn: Transition[R]) -> R:
-        old = {key: self._states.get(key, _FRESH) for key in keys}
+        return self.apply_now(keys, fn)
+
+    def apply_now(self, keys: Sequence[str], fn: Transition[R]) -> R:
+        """`apply` as a plain call: this store never waits, so the gate calls it without a
+        coroutine on a call's path (the same single step, the same atomicity)."""
+        states = self._states
+        old = {key: states.get(key, _FRESH) for key in keys}
         result, new = fn(old)
         for key, state in new.items():
             if state is old.get(key):
                 continue  # unchanged (the common case: an open gate admitting a call)
-            if state == _FRESH:
-                self._states.pop(key, None)  # a gate that knows nothing need not be kept
+            # A gate that has seen an answer is never fresh: one float compared, not eight.
+            if not state.observed_at and state == _FRESH:
+                states.pop(key, None)  # a gate that knows nothing need not be kept
             else:
-                self._states[key] = state
+                states[key] = state
         return result
+
+    def admits_freely(self, keys: Sequence[str], now: float) -> bool:
+        """Whether `apply(keys, try_admit)` at *now* would admit at once and store nothing:
+        every gate is open and unpaced (most calls), so the shell can skip the step."""
+        states = self._states
+        for key in keys:
+            state = states.get(key)
+            if state is not None and not open_unpaced(state, now):
+                return False
+        return True
 
     async def snapshot(self) -> dict[str, GateState]:
         return dict(self._states)
@@ -115,7 +140,12 @@ class ThrottleGate:
         self.policy = policy
         self._clock = clock
         self._store: GateStore = store or MemoryGateStore()
+        # The store when it is MemoryGateStore itself (a subclass may override `apply`): its
+        # steps run without a coroutine, and an open gate admits without one at all.
+        self._local = self._store if type(self._store) is MemoryGateStore else None
         self._lanes: dict[str, _Lane] = {}
+        self._parsed: dict[tuple[tuple[str | None, ...], str | None], tuple[Usage, ...]] = {}
+        self._keys: dict[tuple[str | None, str], tuple[str, ...]] = {}
 
     def slot(
         self, account_id: str | None, *, deadline: float | None = None, kind: str = DEFAULT_KIND
@@ -130,11 +160,20 @@ class ThrottleGate:
 
     async def observe(self, headers: Mapping[str, str], account: str | None) -> None:
         """Feed the usage headers of a Graph answer to a call for *account*."""
-        if isinstance(headers, CIMultiDictProxy | CIMultiDict) and not any(
-            name in headers for name in _USAGE_HEADERS
-        ):
-            return  # an answer without usage headers (reads of some nodes, non-Graph upstreams)
-        usages = parse_usage(headers, account)
+        if isinstance(headers, _CI_HEADERS):
+            # Case-insensitive look-ups: what parse_usage reads is these four values.
+            get = headers.get
+            raw = (get(APP_USAGE), get(AD_ACCOUNT_USAGE), get(BUC_USAGE), get(INSIGHTS_THROTTLE))
+            if raw == _NO_USAGE:
+                return  # an answer without usage headers (some nodes, non-Graph upstreams)
+            usages = self._parsed.get((raw, account))
+            if usages is None:
+                usages = parse_usage(headers, account)
+                if len(self._parsed) >= _PARSED_MAX:
+                    self._parsed.clear()
+                self._parsed[raw, account] = usages
+        else:
+            usages = parse_usage(headers, account)
         if not usages:
             return
         now = self._clock.now()
@@ -143,7 +182,11 @@ class ThrottleGate:
         def fn(states: dict[str, GateState]) -> tuple[dict[str, GateState], dict[str, GateState]]:
             return states, apply_usages(states, usages, now, policy)
 
-        await self._update([u.gate for u in usages], fn)
+        keys = [u.gate for u in usages]
+        if self._local is not None:
+            self._update_now(self._local, keys, fn, now)  # most answers: nothing awaited
+        else:
+            await self._update(keys, fn, now)
 
     async def throttled(
         self, account: str | None, error: Any, headers: Mapping[str, str] | None = None
@@ -166,7 +209,7 @@ class ThrottleGate:
             waits[:] = [wait]  # the last run is the one the store kept
             return states, new
 
-        await self._update(keys, fn)
+        await self._update(keys, fn, now)
         return waits[0]
 
     def depths(self) -> dict[str, int]:
@@ -199,12 +242,23 @@ class ThrottleGate:
 
     # --- internals ------------------------------------------------------------------------
 
+    def _gates(self, account: str | None, kind: str) -> tuple[str, ...]:
+        keys = self._keys.get((account, kind))
+        if keys is None:
+            if len(self._keys) >= _KEYS_MAX:
+                self._keys.clear()
+            keys = self._keys[account, kind] = gates_for(account, kind)
+        return keys
+
     async def _enter(
         self, lane: _Lane, keys: tuple[str, ...], lane_key: str, deadline: float
     ) -> None:
         if not lane.queue:
             now = self._clock.now()
-            if await self._store.apply(keys, partial(try_admit, now=now)) <= 0:
+            if self._local is not None:
+                if self._local.apply_now(keys, partial(try_admit, now=now)) <= 0:
+                    return
+            elif await self._store.apply(keys, partial(try_admit, now=now)) <= 0:
                 return
         if len(lane.queue) >= self.policy.queue_max_per_account:
             wait = await self._estimate(keys, len(lane.queue))
@@ -243,20 +297,34 @@ class ThrottleGate:
 
         return await self._store.apply(keys, fn)
 
-    async def _update(self, keys: Sequence[str], fn: Transition[dict[str, GateState]]) -> None:
+    async def _update(
+        self, keys: Sequence[str], fn: Transition[dict[str, GateState]], now: float
+    ) -> None:
         """Apply *fn* (returning the old states) and wake the queues whose gates changed:
         the head of each to look again, every waiter where the wait grew (it may now pass a
         deadline, and a call must not wait just to be refused)."""
-        now = self._clock.now()
+        if self._local is not None:
+            self._update_now(self._local, keys, fn, now)
+            return
         new_states: dict[str, GateState] = {}
+        old = await self._store.apply(keys, _keeping(fn, new_states))
+        self._wake(old, new_states, now)
 
-        def run(states: dict[str, GateState]) -> tuple[dict[str, GateState], dict[str, GateState]]:
-            old, new = fn(states)
-            new_states.clear()
-            new_states.update(new)
-            return old, new
+    def _update_now(
+        self,
+        store: MemoryGateStore,
+        keys: Sequence[str],
+        fn: Transition[dict[str, GateState]],
+        now: float,
+    ) -> None:
+        """`_update` on the in-process store: no coroutine on an answer's path."""
+        new_states: dict[str, GateState] = {}
+        old = store.apply_now(keys, _keeping(fn, new_states))
+        self._wake(old, new_states, now)
 
-        old = await self._store.apply(keys, run)
+    def _wake(
+        self, old: dict[str, GateState], new_states: dict[str, GateState], now: float
+    ) -> None:
         for key, new in new_states.items():
             before = old[key]
             if (before.blocked_until, before.spacing_seconds) == (
@@ -308,13 +376,24 @@ class Slot:
     async def __aenter__(self) -> float:
         gate = self._gate
         started = gate._clock.now()
+        keys = gate._gates(self._account, self._kind)
+        lane = gate._lanes.get(self._lane_key)
+        if lane is None:
+            lane = gate._lanes[self._lane_key] = _Lane()
+        self._lane = lane
+        lane.users += 1
+        local = gate._local
+        if local is not None and not lane.queue and local.admits_freely(keys, started):
+            # Nobody queued and every gate open and unpaced: admitted with nothing to store
+            # and nothing awaited, so no time passed in a queue.
+            lane.in_flight += 1
+            self._admitted = True
+            return 0.0
         deadline = self._deadline
         if deadline is None:
             deadline = started + gate.policy.max_wait_seconds
-        lane = self._lane = gate._lanes.setdefault(self._lane_key, _Lane())
-        lane.users += 1
         try:
-            await gate._enter(lane, gates_for(self._account, self._kind), self._lane_key, deadline)
+            await gate._enter(lane, keys, self._lane_key, deadline)
         except BaseException:
             self._leave()
             raise
@@ -334,6 +413,20 @@ class Slot:
         lane.users -= 1
         if not lane.users:
             del self._gate._lanes[self._lane_key]
+
+
+def _keeping(
+    fn: Transition[dict[str, GateState]], new_states: dict[str, GateState]
+) -> Transition[dict[str, GateState]]:
+    """*fn*, keeping in *new_states* what its last run returned (the run the store kept)."""
+
+    def run(states: dict[str, GateState]) -> tuple[dict[str, GateState], dict[str, GateState]]:
+        old, new = fn(states)
+        new_states.clear()
+        new_states.update(new)
+        return old, new
+
+    return run
 
 
 def _idle() -> dict[str, Any]:

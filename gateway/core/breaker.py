@@ -30,6 +30,7 @@ longer, whether it succeeded or failed.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -140,6 +141,15 @@ class Rejected:
 
 
 Admission = Admitted | Rejected
+
+
+@functools.lru_cache(maxsize=16)
+def _admitted(epoch: int) -> Admitted:
+    """The admission of a call that is no probe: one frozen value per epoch, made once (every
+    call through a closed breaker gets one)."""
+    return Admitted(probe=False, epoch=epoch)
+
+
 ForceMode = Literal["open", "disable", "reset"]
 
 
@@ -163,6 +173,13 @@ class Breaker:
     probes_in_flight: int = 0
     probe_successes: int = 0
     probe_seen_at: float = 0.0
+    # Derived, never stored nor compared: `(buckets, calls, failures, slow)`, the sums over
+    # these very buckets (checked by identity, so a `replace()` that swaps the buckets can
+    # never reuse them) when all of them were in the window. A busy second's next `record`
+    # then adds its call to them instead of summing the whole window again.
+    sums: tuple[tuple[Bucket, ...], int, int, int] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def opened_at(self) -> float | None:
@@ -200,7 +217,7 @@ def admit(b: Breaker, now: float) -> tuple[Breaker, Admission]:
     """May a call go ahead now? OPEN past open_seconds becomes HALF_OPEN here."""
     cfg = b.config
     if b.state in (BreakerState.CLOSED, BreakerState.DISABLED):
-        return b, Admitted(probe=False, epoch=b.epoch)
+        return b, _admitted(b.epoch)
     if b.state is BreakerState.FORCED_OPEN:
         return b, Rejected(cfg.open_seconds, BreakerState.FORCED_OPEN)
     if b.state is BreakerState.OPEN:
@@ -249,26 +266,49 @@ def record(
         return b
     second = math.floor(now)
     buckets = b.buckets
-    if buckets and buckets[-1].second == second and buckets[0].second > second - cfg.window_seconds:
-        # The common case (every call in a busy second): only the newest bucket changes.
+    failed = not success
+    fast = bool(buckets) and (
+        buckets[-1].second == second and buckets[0].second > second - cfg.window_seconds
+    )
+    if fast:
+        # The common case (every call in a busy second): only the newest bucket changes, and
+        # every bucket is in the window (they are in order and the oldest is), so the window's
+        # sums are the previous ones plus this call.
         last = buckets[-1]
-        newest = Bucket(second, last.calls + 1, last.failures + (not success), last.slow + slow)
-        # CLOSED carries no probe fields: built directly, the hot path skips replace().
-        b = Breaker(b.config, b.state, b.epoch, b.since, (*buckets[:-1], newest))
+        newest = Bucket(second, last.calls + 1, last.failures + failed, last.slow + slow)
+        kept = (*buckets[:-1], newest)
+        sums = b.sums
+        if sums is not None and sums[0] is buckets:
+            calls, failures, slows = sums[1] + 1, sums[2] + failed, sums[3] + slow
+        else:
+            calls, failures, slows = _sum(kept)
     else:
         current = next((x for x in buckets if x.second == second), Bucket(second))
-        kept = [x for x in buckets if x.second != second and x.second > second - cfg.window_seconds]
-        kept.append(
-            Bucket(second, current.calls + 1, current.failures + (not success), current.slow + slow)
+        live = [x for x in buckets if x.second != second and x.second > second - cfg.window_seconds]
+        live.append(
+            Bucket(second, current.calls + 1, current.failures + failed, current.slow + slow)
         )
-        b = replace(b, buckets=tuple(sorted(kept, key=lambda x: x.second)))
-    stats = window_stats(b, now)
-    if stats.calls >= cfg.minimum_calls and (
-        stats.failure_rate >= cfg.failure_rate_threshold
-        or stats.slow_call_rate >= cfg.slow_call_rate_threshold
+        kept = tuple(sorted(live, key=lambda x: x.second))
+        calls, failures, slows = _sum(kept)  # all in the window: it ends at this second
+    if calls >= cfg.minimum_calls and (
+        failures / calls >= cfg.failure_rate_threshold
+        or slows / calls >= cfg.slow_call_rate_threshold
     ):
         return _enter(b, BreakerState.OPEN, now)
-    return b
+    sums = (kept, calls, failures, slows)
+    if fast:
+        # CLOSED carries no probe fields: built directly, the hot path skips replace().
+        return Breaker(b.config, b.state, b.epoch, b.since, kept, sums=sums)
+    return replace(b, buckets=kept, sums=sums)
+
+
+def _sum(buckets: tuple[Bucket, ...]) -> tuple[int, int, int]:
+    calls = failures = slow = 0
+    for x in buckets:
+        calls += x.calls
+        failures += x.failures
+        slow += x.slow
+    return calls, failures, slow
 
 
 def release(b: Breaker, *, now: float, probe: bool, epoch: int | None = None) -> Breaker:

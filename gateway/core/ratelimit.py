@@ -223,6 +223,9 @@ class GateState:
         return cls(**values)
 
 
+_FRESH = GateState()  # a gate never written (frozen: one instance serves every default)
+
+
 def account_gate(account: str) -> str:
     """The gate key of an ad account, from "act_123" or "123"."""
     return account if account.startswith("act_") else f"act_{account}"
@@ -449,12 +452,17 @@ def observe(
             observed_at=now,
             tier=tier,
         )
-    return replace(
-        state,
+    # Every response with usage headers comes here: built directly (replace() costs twice as
+    # much), every field named.
+    return GateState(
+        blocked_until=state.blocked_until,
         usage_pct=usage.pct,
         spacing_seconds=pacing(usage.pct, policy),
+        admitted_at=state.admitted_at,
         observed_at=now,
         tier=tier,
+        reason=state.reason,
+        strikes=state.strikes,
     )
 
 
@@ -506,6 +514,12 @@ def wait_for(state: GateState, now: float) -> float:
     return max(0.0, state.blocked_until - now, state.admitted_at + state.spacing_seconds - now)
 
 
+def open_unpaced(state: GateState, now: float) -> bool:
+    """Whether a call may start now and starting it changes nothing: the gate is not
+    blocked, its spacing has passed and it is not paced (so `admit` keeps it as it is)."""
+    return state.spacing_seconds <= 0 and wait_for(state, now) <= 0
+
+
 def admit(state: GateState, now: float) -> GateState:
     """The gate after a call started at *now* (only a paced gate remembers it)."""
     return replace(state, admitted_at=now) if state.spacing_seconds > 0 else state
@@ -539,7 +553,7 @@ def apply_usages(
     """*states* after a response reported *usages* (a gate not in *states* starts fresh)."""
     out = dict(states)
     for usage in usages:
-        out[usage.gate] = observe(out.get(usage.gate, GateState()), usage, now, policy)
+        out[usage.gate] = observe(out.get(usage.gate, _FRESH), usage, now, policy)
     return out
 
 

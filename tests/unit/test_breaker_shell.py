@@ -521,3 +521,74 @@ class TestPybreakerGaps:
                 await asyncio.sleep(0)
             release.set()
         assert reached == 50  # ours admits half_open_probes (3): see TestHalfOpenProbes
+
+
+class Delegating:
+    """A store that is not MemoryBreakerStore itself: every step goes through `apply`."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryBreakerStore()
+        self.applied = 0
+
+    async def apply(
+        self, name: str, config: BreakerConfig, step: Callable[[Breaker], tuple[Breaker, Any]]
+    ) -> tuple[Breaker, Breaker, Any]:
+        self.applied += 1
+        return await self.inner.apply(name, config, step)
+
+    async def load(self, name: str, config: BreakerConfig) -> Breaker:
+        return await self.inner.load(name, config)
+
+    async def names(self) -> list[str]:
+        return await self.inner.names()
+
+
+class TestInProcessPath:
+    """MemoryBreakerStore's steps run without a coroutine; nothing else differs."""
+
+    @staticmethod
+    async def story(reg: BreakerRegistry, clock: ManualClock) -> list[Any]:
+        """Successes, a slow call, a trip, rejections, probes (one cancelled, one failed),
+        then a close; the snapshot after each act."""
+        seen: list[Any] = []
+        for _ in range(3):
+            async with reg.guard("graph"):
+                clock.advance(0.25)
+        async with reg.guard("graph") as call:
+            clock.advance(6.0)  # slow
+            call.succeeded()
+        seen.append(await reg.snapshot())
+        await trip(reg)
+        with pytest.raises(CircuitOpenError):
+            async with reg.guard("graph"):
+                pass
+        seen.append(await reg.snapshot())
+        clock.advance(CFG.open_seconds)
+        with pytest.raises(asyncio.CancelledError):
+            async with reg.guard("graph"):
+                raise asyncio.CancelledError
+        async with reg.guard("graph") as call:
+            call.failed()
+        seen.append(await reg.snapshot())
+        clock.advance(CFG.open_seconds)
+        for _ in range(CFG.half_open_successes_to_close):
+            async with reg.guard("graph") as call:
+                pass
+        seen.append(await reg.snapshot())
+        return seen
+
+    async def test_the_in_process_store_and_an_awaited_one_tell_the_same_story(self) -> None:
+        results = []
+        for store in (MemoryBreakerStore(), Delegating()):
+            clock, rec = ManualClock(), Recorder()
+            reg = registry(clock, store=store, listeners=[rec])
+            results.append((await self.story(reg, clock), rec.events))
+        assert results[0] == results[1]
+        assert results[0][0][-1]["graph"]["state"] == "closed"
+
+    async def test_a_store_that_is_not_memorys_own_sees_every_step(self) -> None:
+        store = Delegating()
+        reg = registry(ManualClock(), store=store)
+        async with reg.guard("graph"):
+            pass
+        assert store.applied == 2  # admit and record

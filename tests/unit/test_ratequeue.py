@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.clock import Clock
 from gateway.core.ratelimit import GateState, ThrottlePolicy
@@ -492,3 +493,94 @@ async def test_the_memory_store_keeps_only_gates_that_know_something() -> None:
     assert await store.snapshot() == {"a": known}
     await store.apply(["a"], lambda s: (None, {"a": GateState()}))
     assert await store.snapshot() == {}
+
+
+# --- the in-process fast paths (no change in behaviour, less work per call) -----------------
+
+
+def _graph_headers(**usage: str) -> CIMultiDictProxy[str]:
+    """Response headers as aiohttp gives them (a case-insensitive multidict)."""
+    headers = CIMultiDict({"Content-Type": "application/json", "x-fb-trace-id": "AbC"})
+    for name, value in usage.items():
+        headers[name.replace("_", "-")] = value
+    return CIMultiDictProxy(headers)
+
+
+async def test_an_answer_seen_before_is_observed_again_at_its_own_time(
+    gate: ThrottleGate, clock: ManualClock
+) -> None:
+    """Parsed usage headers are reused, their effect is not: each answer moves the gate."""
+    headers = _graph_headers(x_app_usage='{"call_count": 90}')
+    await gate.observe(headers, None)
+    await clock.advance(5)
+    await gate.observe(_graph_headers(x_app_usage='{"call_count": 90}'), None)
+    app = (await gate.snapshot())["app"]["gates"]["app"]
+    assert (app["usage_pct"], app["spacing_seconds"], app["observed_at"]) == (90.0, 0.5, T0 + 5)
+
+
+async def test_the_same_headers_for_another_account_speak_for_that_account(
+    gate: ThrottleGate,
+) -> None:
+    headers = _graph_headers(x_ad_account_usage='{"acc_id_util_pct": 100}')
+    await gate.observe(headers, "act_1001")
+    await gate.observe(headers, "act_1002")
+    await gate.observe(headers, None)  # no account: X-Ad-Account-Usage names none
+    accounts = (await gate.snapshot())["accounts"]
+    assert sorted(accounts) == ["act_1001", "act_1002"]
+    assert accounts["act_1002"]["wait_seconds"] == 60.0
+
+
+async def test_usage_headers_are_read_whatever_their_case_and_their_number(
+    gate: ThrottleGate,
+) -> None:
+    """More distinct answers than the parse cache keeps: each one still counts."""
+    for pct in range(700):
+        doc = {"call_count": pct % 100, "seq": pct}  # 700 distinct values
+        headers = CIMultiDict({"X-APP-USAGE": json.dumps(doc)})
+        await gate.observe(CIMultiDictProxy(headers), None)
+    assert (await gate.snapshot())["app"]["gates"]["app"]["usage_pct"] == 99.0
+    await gate.observe(_graph_headers(), None)  # none of the usage headers: nothing changes
+    assert (await gate.snapshot())["app"]["gates"]["app"]["usage_pct"] == 99.0
+
+
+async def test_an_open_gate_admits_at_once_and_stores_nothing(clock: ManualClock) -> None:
+    store = MemoryGateStore()
+    gate = ThrottleGate(ThrottlePolicy(), clock, store)
+    await gate.observe(_graph_headers(x_app_usage='{"call_count": 10}'), "act_1001")
+    before = await store.snapshot()
+    async with gate.slot("act_1001") as waited_ms:
+        assert waited_ms == 0.0
+        assert (await gate.snapshot())["accounts"]["act_1001"]["in_flight"] == 1
+    assert await store.snapshot() == before
+    assert (await gate.snapshot())["accounts"] == {}
+
+
+async def test_a_paced_gate_still_records_each_start(clock: ManualClock) -> None:
+    """Above the slow-down threshold a call is no free pass: its start is remembered."""
+    store = MemoryGateStore()
+    gate = ThrottleGate(ThrottlePolicy(), clock, store)
+    await gate.observe(_graph_headers(x_ad_account_usage='{"acc_id_util_pct": 90}'), "act_1001")
+    async with gate.slot("act_1001"):
+        pass
+    assert (await store.snapshot())["act_1001"].admitted_at == T0
+
+
+async def test_a_store_that_overrides_apply_sees_every_step(clock: ManualClock) -> None:
+    """The shortcuts are MemoryGateStore's own: a subclass (a test double, a wrapper) that
+    overrides `apply` is called for every admission and observation."""
+
+    class Counting(MemoryGateStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.applied = 0
+
+        async def apply(self, keys: Any, fn: Any) -> Any:
+            self.applied += 1
+            return await super().apply(keys, fn)
+
+    store = Counting()
+    gate = ThrottleGate(ThrottlePolicy(), clock, store)
+    async with gate.slot("act_1001"):
+        pass
+    await gate.observe(_graph_headers(x_app_usage='{"call_count": 10}'), "act_1001")
+    assert store.applied == 2

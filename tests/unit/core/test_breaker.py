@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -331,6 +331,52 @@ class TestJsonForm:
     def test_a_damaged_state_raises(self) -> None:
         with pytest.raises(ValueError, match="'shut'"):
             Breaker.from_dict(Breaker(CFG).to_dict() | {"state": "shut"})
+
+
+class TestWindowSums:
+    """The sums a breaker carries for its next record: derived data, never a decision of
+    their own (the Redis store reads breakers back from JSON, without them)."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from("oxsX"),
+                st.sampled_from([0.0, 0.0, 0.0, 0.3, 1.0, 4.0, 11.0, -1.0]),
+            ),
+            max_size=60,
+        )
+    )
+    def test_a_breaker_with_sums_decides_as_one_read_back_from_json(
+        self, steps: list[tuple[str, float]]
+    ) -> None:
+        kept = shared = Breaker(CFG)
+        now = T0
+        for letter, dt in steps:
+            now += dt
+            kept = calls(kept, letter, now)
+            shared = calls(Breaker.from_dict(shared.to_dict(), CFG), letter, now)
+            assert kept == shared
+            if kept.sums is not None:
+                held, *sums = kept.sums
+                assert held is kept.buckets
+                assert sums == [
+                    sum(getattr(x, f) for x in held) for f in ("calls", "failures", "slow")
+                ]
+
+    def test_sums_carried_over_to_other_buckets_are_not_used(self) -> None:
+        busy = calls(Breaker(CFG), "ooo")  # 3 calls, none failed
+        assert busy.sums is not None
+        failing = replace(busy, buckets=(Bucket(int(T0), 3, 3, 0),))  # sums still busy's
+        assert record(failing, success=True, duration=FAST, now=T0, probe=False).state is (
+            BreakerState.OPEN  # 4 calls, 3 failed: the bucket's numbers, not the old sums
+        )
+
+    def test_sums_are_not_part_of_the_state(self) -> None:
+        b = calls(Breaker(CFG), "ox")
+        bare = Breaker.from_dict(b.to_dict(), CFG)
+        assert bare.sums is None
+        assert (bare, hash(bare), repr(bare)) == (b, hash(b), repr(b))
 
 
 class TestDescribe:

@@ -32,6 +32,7 @@ from gateway.core.ratelimit import (
     gates_for,
     observe,
     on_throttle_error,
+    open_unpaced,
     pacing,
     parse_usage,
     record_throttle,
@@ -476,6 +477,58 @@ class TestGates:
             state = observe(state, Usage(AM, pct, high, min(low, high)), now)
             assert state.blocked_until >= before
             assert wait_for(state, now) >= 0.0
+
+    @given(
+        st.floats(0, 200),
+        st.floats(0, 2 * T0),
+        st.floats(0, 2),
+        st.floats(0, 2 * T0),
+        st.floats(-10, 10),
+    )
+    def test_an_open_unpaced_gate_is_exactly_one_try_admit_leaves_as_it_is(
+        self, pct: float, blocked_until: float, spacing: float, admitted_at: float, dt: float
+    ) -> None:
+        """The in-process shortcut (admit with no store step) agrees with try_admit."""
+        state = GateState(
+            blocked_until=blocked_until,
+            usage_pct=pct,
+            spacing_seconds=spacing,
+            admitted_at=admitted_at,
+        )
+        now = T0 + dt
+        wait, new = try_admit({AM: state}, now)
+        assert open_unpaced(state, now) == (wait <= 0 and new[AM] is state)
+
+    def test_open_unpaced_cases(self) -> None:
+        assert open_unpaced(GateState(), T0)
+        assert open_unpaced(GateState(blocked_until=T0, usage_pct=50.0, observed_at=T0), T0)
+        assert not open_unpaced(GateState(blocked_until=T0 + 1), T0)
+        assert not open_unpaced(GateState(spacing_seconds=0.1), T0)
+
+
+class TestObserveKeepsWhatItDoesNotSet:
+    @pytest.mark.parametrize("pct", [0.0, 50.0, 85.0])
+    def test_below_full_usage_only_usage_spacing_time_and_tier_change(self, pct: float) -> None:
+        """observe() builds the state field by field: every other field is carried over."""
+        state = GateState(
+            blocked_until=T0 - 5,
+            usage_pct=99.0,
+            spacing_seconds=0.9,
+            admitted_at=T0 - 1,
+            observed_at=T0 - 2,
+            tier="development_access",
+            reason="80004/2446079",
+            strikes=2,
+        )
+        new = observe(state, Usage(AM, pct, tier="standard_access"), T0)
+        expected = {
+            **state.to_dict(),
+            "usage_pct": pct,
+            "spacing_seconds": pacing(pct),
+            "observed_at": T0,
+            "tier": "standard_access",
+        }
+        assert new.to_dict() == expected
 
 
 class TestGateStateJson:
