@@ -34,22 +34,15 @@ from gateway.errors import StoreError
 from gateway.jobs import job_json
 from gateway.metrics import GATEWAY_WIDE, PoolMetrics
 from gateway.model import EntityQuery, EntityRecord, EntityState
-from gateway.workers import WorkerPool
+from gateway.workers import WORKER_POOL, WORKER_SCRAPE_SECONDS, WorkerPool
 
 ADMIN_PREFIX = "/admin/v1/"
 # gateway_breaker_state's values (its help text lists them).
 BREAKER_STATE_NUMBER = {"closed": 0, "open": 1, "half-open": 2, "forced-open": 3, "disabled": 4}
 
-# With --workers N, /metrics waits this long for the workers' metrics (asked all at once): well
-# inside Prometheus's default 10 s scrape timeout, and a worker's answer takes milliseconds, so
-# one that has not answered by then is stopped or wedged and is reported missing instead.
-WORKER_SCRAPE_SECONDS = 2.0
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# The worker processes of `serve --workers N`, whose metrics /metrics gathers, and the
-# gauges saying whose it got (only when there are workers).
-WORKER_POOL = web.AppKey("worker_pool", WorkerPool)
+# The gauges saying whose metrics /metrics got (only when there are workers).
 POOL_METRICS = web.AppKey("pool_metrics", PoolMetrics)
 
 
@@ -166,6 +159,11 @@ async def _own_metrics(request: web.Request) -> web.StreamResponse:
     return _exposition(gw.metrics.render())
 
 
+async def _own_lanes(request: web.Request) -> web.StreamResponse:
+    """A worker's calls waiting and in flight, by lane (its parent's /admin/v1/accounts)."""
+    return web.json_response(request.app[GATEWAY].gate.lanes())
+
+
 def _read_queue_depths(gw: Gateway) -> None:
     for lane, depth in gw.gate.depths().items():
         gw.metrics.queue_depth.labels(lane).set(depth)
@@ -257,11 +255,13 @@ async def _job(request: web.Request) -> web.StreamResponse:
 
 
 def create_worker_metrics_app(gw: Gateway) -> web.Application:
-    """What a worker of `serve --workers N` serves on its loopback metrics listener: its own
-    GET /metrics, which the parent's gathers, and nothing else."""
+    """What a worker of `serve --workers N` serves on its loopback listener, for its parent to
+    gather: its own GET /metrics, and GET /lanes (its throttle queues, for /admin/v1/accounts);
+    nothing else."""
     app = web.Application()
     app[GATEWAY] = gw
     app.router.add_get("/metrics", _own_metrics)
+    app.router.add_get("/lanes", _own_lanes)
     return app
 
 

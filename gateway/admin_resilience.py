@@ -15,6 +15,8 @@ from gateway.attempt import GRAPH_BREAKER
 from gateway.context import GATEWAY, Gateway
 from gateway.core.breaker import Breaker, ForceMode, describe
 from gateway.errors import StoreError
+from gateway.ratequeue import add_lanes
+from gateway.workers import WORKER_POOL, WORKER_SCRAPE_SECONDS
 
 FORCE_ACTIONS: tuple[ForceMode, ...] = get_args(ForceMode)
 # An operator's note on a forced breaker goes into one log line: a sentence, not a document.
@@ -82,14 +84,25 @@ async def _force_breaker(request: web.Request) -> web.StreamResponse:
 
 async def _accounts(request: web.Request) -> web.StreamResponse:
     """GET /admin/v1/accounts: the throttle gates per ad account and the app's, with queue
-    depth and in-flight calls (this process's), and the retry budget."""
+    depth and in-flight calls, and the retry budget. The gates and the budget are shared
+    (Redis); the queues are each process's: with workers, theirs are added (`processes` says
+    whose answered)."""
     gw = request.app[GATEWAY]
     try:
         gates = await gw.gate.snapshot()
         budget = await gw.budget.snapshot()
     except StoreError as exc:
         return _error(503, f"coordinator unavailable: {exc.message}")
-    return web.json_response({**gates, "retry_budget": budget})
+    body: dict[str, Any] = {**gates, "retry_budget": budget}
+    pool = request.app.get(WORKER_POOL)
+    if pool is not None:
+        processes = {"0": "ok"}
+        for worker_id, lanes in (await pool.fetch_json("/lanes", WORKER_SCRAPE_SECONDS)).items():
+            if isinstance(lanes, dict):
+                add_lanes(body, lanes)
+            processes[str(worker_id)] = "ok" if isinstance(lanes, dict) else "missing"
+        body["processes"] = processes
+    return web.json_response(body)
 
 
 def add_routes(app: web.Application) -> None:

@@ -663,7 +663,9 @@ def _paths() -> dict[str, Schema]:
         },
         "/admin/v1/accounts": {
             "get": _op(
-                "throttle state per ad account (this process's queues) and the retry budget",
+                "throttle state per ad account and the retry budget; with `serve --workers N` "
+                "the queue depths and in-flight calls of every process that answered, and "
+                "`processes` saying which did",
                 {
                     "200": _json(
                         "the gates",
@@ -678,6 +680,12 @@ def _paths() -> dict[str, Schema]:
                                 retries=INTEGER,
                                 allowance=NUMBER,
                             ),
+                            processes={
+                                "type": "object",
+                                "additionalProperties": _enum(["ok", "missing"]),
+                                "description": "only with workers: process number (0: the "
+                                "first) -> ok, or missing (its calls are not counted here)",
+                            },
                         ),
                     ),
                     **_errors(503),

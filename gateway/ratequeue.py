@@ -219,6 +219,15 @@ class ThrottleGate:
             out["app" if key == APP else "account"] += len(lane.queue)
         return out
 
+    def lanes(self) -> dict[str, dict[str, int]]:
+        """This process's calls by lane (an ad account, or "app"): waiting and in flight. The
+        gates are shared (Redis) but the queues are each process's own; a parent of workers
+        adds theirs to its `snapshot()` with `add_lanes`."""
+        return {
+            key: {"queue_depth": len(lane.queue), "in_flight": lane.in_flight}
+            for key, lane in self._lanes.items()
+        }
+
     async def snapshot(self) -> dict[str, Any]:
         """Per ad account: its gates, the wait ahead, queued and in-flight calls; "app" alike."""
         now = self._clock.now()
@@ -427,6 +436,17 @@ def _keeping(
         return old, new
 
     return run
+
+
+def add_lanes(snapshot: dict[str, Any], lanes: Mapping[str, Mapping[str, int]]) -> None:
+    """Add another process's `lanes()` to a `snapshot()`'s queue depths and in-flight counts
+    (an account only that process has calls for is added)."""
+    accounts = snapshot["accounts"]
+    for key, counts in lanes.items():
+        entry = snapshot["app"] if key == APP else accounts.setdefault(key, _idle())
+        entry["queue_depth"] += int(counts.get("queue_depth", 0))
+        entry["in_flight"] += int(counts.get("in_flight", 0))
+    snapshot["accounts"] = dict(sorted(accounts.items()))
 
 
 def _idle() -> dict[str, Any]:

@@ -28,6 +28,7 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -44,6 +45,11 @@ METRICS_HOST = "127.0.0.1"
 # How a worker's ready line names that port (`metrics_note`): a suffix after its proxy
 # address, so a parent that knows nothing of it still sees a ready line.
 _METRICS_NOTE = re.compile(rf"metrics on http://{re.escape(METRICS_HOST)}:(\d+)/metrics")
+# With --workers N, /metrics (and /admin/v1/accounts) wait this long for the workers' answers
+# (asked all at once): well inside Prometheus's default 10 s scrape timeout, and a worker's
+# answer takes milliseconds, so one that has not answered by then is stopped or wedged and is
+# reported missing instead.
+WORKER_SCRAPE_SECONDS = 2.0
 # A worker that has not bound its port this long after it was started fails the start (or the
 # restart): importing and opening the ledger and Redis take about a second here.
 WORKER_READY_SECONDS = 30.0
@@ -138,6 +144,33 @@ class WorkerPool:
         async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as group:
             tasks = {i: group.create_task(self._scrape_one(http, i, seconds)) for i in self._ids}
         return {i: task.result() for i, task in tasks.items()}
+
+    async def fetch_json(self, path: str, seconds: float) -> dict[int, Any]:
+        """Worker number -> the JSON its loopback listener answers at *path* (e.g. "/lanes"),
+        None for one that is not running or did not answer within *seconds* (all asked at
+        once). Failures are not logged here: the metrics scrape logs each worker's streak."""
+        async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as group:
+            tasks = {
+                i: group.create_task(self._json_one(http, i, path, seconds)) for i in self._ids
+            }
+        return {i: task.result() for i, task in tasks.items()}
+
+    async def _json_one(
+        self, http: aiohttp.ClientSession, worker_id: int, path: str, seconds: float
+    ) -> Any:
+        proc = self._procs.get(worker_id)
+        url = self._metrics_urls.get(worker_id)
+        if proc is None or proc.returncode is not None or url is None:
+            return None
+        try:
+            async with (
+                asyncio.timeout(seconds),
+                http.get(url.removesuffix("/metrics") + path) as resp,
+            ):
+                resp.raise_for_status()
+                return await resp.json()
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            return None
 
     async def _scrape_one(
         self, http: aiohttp.ClientSession, worker_id: int, seconds: float
@@ -309,6 +342,10 @@ def _pipe(proc: Process) -> asyncio.StreamReader:
     if proc.stdout is None:  # pragma: no cover - _spawn always asks for stdout=PIPE
         raise RuntimeError("a worker's stdout is not a pipe")
     return proc.stdout
+
+
+# Where the admin app of `serve --workers N`'s parent finds its workers.
+WORKER_POOL = web.AppKey("worker_pool", WorkerPool)
 
 
 @asynccontextmanager

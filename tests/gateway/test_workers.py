@@ -23,7 +23,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.admin import WORKER_SCRAPE_SECONDS
 from gateway.app import GatewayHandle
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError
@@ -31,6 +30,7 @@ from gateway.metrics_merge import parse
 from gateway.settings import load_settings, settings_environ
 from gateway.testing import SimHandle
 from gateway.workers import (
+    WORKER_SCRAPE_SECONDS,
     WorkerStartError,
     metrics_note,
     metrics_port,
@@ -621,3 +621,50 @@ def test_helpers_see_this_process_alive() -> None:
     """alive() reads /proc: this test process is alive, a pid past pid_max is not."""
     assert alive(os.getpid())
     assert not alive(2**22 + 1)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_accounts_on_the_parent_counts_the_calls_queued_in_every_worker(
+    tmp_path: Path, graph_sim: SimHandle, pg_schema: str, clean_redis: str
+) -> None:
+    """Graph blocks act_1001 for 8 s; 12 reads on new connections spread over 3 processes and
+    each waits at its own process's queue. One GET of the parent's /admin/v1/accounts shows
+    all 12 (the queues are per process, the gate is Redis's), and says every process answered.
+    (The block is short: the calls still waiting when the test ends hold their workers' exit.)"""
+    await graph_sim.throttle("act_1001", 8)
+    async with serving(tmp_path, graph_sim.url, pg_schema, clean_redis, workers=3) as pool:
+        await pool.wait_ready()
+        connector = aiohttp.TCPConnector(force_close=True, limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+
+            async def read() -> None:
+                url = f"{pool.url}/v25.0/act_1001/campaigns"
+                async with http.get(url, params={"access_token": TOKEN}) as resp:
+                    await resp.read()
+
+            async def accounts() -> dict[str, Any]:
+                async with http.get(pool.admin_url + "/admin/v1/accounts") as resp:
+                    assert resp.status == 200
+                    body: dict[str, Any] = await resp.json()
+                    return body
+
+            waiting = [asyncio.ensure_future(read()) for _ in range(12)]
+            try:
+                body: dict[str, Any] = {}
+                for _ in range(100):  # 10 s at most
+                    body = await accounts()
+                    if body["accounts"].get("act_1001", {}).get("queue_depth") == 12:
+                        break
+                    await asyncio.sleep(0.1)
+                assert body["accounts"]["act_1001"]["queue_depth"] == 12, body
+                assert body["accounts"]["act_1001"]["wait_seconds"] > 0
+                assert body["processes"] == {"0": "ok", "1": "ok", "2": "ok"}
+                scrape = await pool.scrape()
+                depth = scrape.values("gateway_throttle_queue_depth")
+                assert sum(depth.values()) == 12
+                assert sum(1 for n in depth.values() if n > 0) > 1, "queued in one process only"
+            finally:
+                for task in waiting:
+                    task.cancel()
+                await asyncio.gather(*waiting, return_exceptions=True)

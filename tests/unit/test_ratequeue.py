@@ -18,7 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.clock import Clock
 from gateway.core.ratelimit import GateState, ThrottlePolicy
 from gateway.errors import Throttled
-from gateway.ratequeue import GateStore, MemoryGateStore, ThrottleGate
+from gateway.ratequeue import GateStore, MemoryGateStore, ThrottleGate, add_lanes
 
 T0 = 1_700_000_000.0
 BUC_THROTTLE = {"error": {"code": 80004, "error_subcode": 2446079, "message": "(#80004) ..."}}
@@ -584,3 +584,30 @@ async def test_a_store_that_overrides_apply_sees_every_step(clock: ManualClock) 
         pass
     await gate.observe(_graph_headers(x_app_usage='{"call_count": 10}'), "act_1001")
     assert store.applied == 2
+
+
+def test_add_lanes_sums_another_processes_queues_into_a_snapshot() -> None:
+    """A parent's /admin/v1/accounts: its snapshot plus each worker's lanes; an account only a
+    worker has calls for appears, idle otherwise; the app lane adds up too."""
+    snapshot: dict[str, Any] = {
+        "now": 0.0,
+        "app": {"wait_seconds": 0.0, "queue_depth": 1, "in_flight": 2, "gates": {}},
+        "accounts": {
+            "act_2": {"wait_seconds": 5.0, "queue_depth": 3, "in_flight": 1, "gates": {"act_2": {}}}
+        },
+    }
+    add_lanes(
+        snapshot,
+        {"app": {"queue_depth": 1, "in_flight": 0}, "act_2": {"queue_depth": 4, "in_flight": 1}},
+    )
+    add_lanes(snapshot, {"act_1": {"queue_depth": 2, "in_flight": 0}})
+    assert snapshot["app"]["queue_depth"] == 2
+    assert snapshot["app"]["in_flight"] == 2
+    assert snapshot["accounts"]["act_2"] == {
+        "wait_seconds": 5.0,
+        "queue_depth": 7,
+        "in_flight": 2,
+        "gates": {"act_2": {}},
+    }
+    assert snapshot["accounts"]["act_1"]["queue_depth"] == 2
+    assert list(snapshot["accounts"]) == ["act_1", "act_2"]
