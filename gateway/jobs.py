@@ -22,6 +22,7 @@ from gateway.core.classify import find_token
 from gateway.errors import (
     BadRequest,
     GatewayError,
+    IdempotencyMismatch,
     JobNotFound,
     UpstreamUnavailable,
     VerificationFailed,
@@ -153,6 +154,26 @@ def job_json(job: JobRecord, slots: list[SlotRecord] | None = None) -> dict[str,
     return doc
 
 
+def _same_declaration(job: JobRecord, spec: JobSpec) -> None:
+    """A declaration repeated with its external_ref must be the same job (Stripe's rule for a
+    reused idempotency key): IdempotencyMismatch (422) naming what differs, else nothing."""
+    differs = [
+        name
+        for name, was, now in (
+            ("ad_account_id", job.account_id, spec.account_id),
+            ("campaign_name", job.campaign_name, spec.campaign_name),
+            ("expect", dict(job.expect), dict(spec.expect)),
+        )
+        if was != now
+    ]
+    if differs:
+        raise IdempotencyMismatch(
+            f"external_ref {spec.external_ref!r} already declared job {job.job_id} with another "
+            f"{', '.join(differs)}; use a new external_ref for a new job",
+            error_data={"job_id": job.job_id, "differs": differs},
+        )
+
+
 async def declare_job(request: web.Request) -> web.StreamResponse:
     """POST /_gateway/v1/jobs: verify, then create the job and its slots (201), or 422."""
     gw = request.app[GATEWAY]
@@ -168,6 +189,7 @@ async def declare_job(request: web.Request) -> web.StreamResponse:
         # A repeated declaration answers the job it made, whatever exists on Graph by now.
         known = await gw.jobs.job_by_ref(caller, spec.external_ref)
         if known is not None:
+            _same_declaration(known, spec)
             return web.json_response(job_json(known, await gw.jobs.slots(known.job_id)))
     now = _now(gw)
     job_id = "job_" + secrets.token_hex(10)
@@ -204,6 +226,8 @@ async def declare_job(request: web.Request) -> web.StreamResponse:
             raise UpstreamUnavailable(message, error_data=report)
         raise VerificationFailed(message, error_data=report)
     job, created = await gw.jobs.create_job(spec, job_id=job_id, verification=report, now=now)
+    if not created:  # a concurrent declaration with the same external_ref made it first
+        _same_declaration(job, spec)
     if created:
         await gw.jobs.record_checks(
             checks, caller=caller, account_id=spec.account_id, job_id=job.job_id, now=now

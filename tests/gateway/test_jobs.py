@@ -474,6 +474,32 @@ class TestDeclaration:
         assert again.body["external_ref"] == "order-42"
         assert other.body["job_id"] != first.body["job_id"]
 
+    @pytest.mark.parametrize(
+        ("change", "differs"),
+        [
+            ({"name": "Autumn"}, ["campaign_name"]),
+            ({"expect": {"campaign": 1, "adset": 3}}, ["expect"]),
+            ({"account": "act_1002"}, ["ad_account_id"]),
+        ],
+    )
+    async def test_an_external_ref_reused_for_another_job_is_422_and_changes_nothing(
+        self,
+        http: aiohttp.ClientSession,
+        gateway: GatewayHandle,
+        change: dict[str, Any],
+        differs: list[str],
+    ) -> None:
+        """Stripe's rule for a reused key: the same external_ref with another declaration is
+        422 idempotency_mismatch naming what differs; the first job is untouched."""
+        first = await declare(http, gateway, external_ref="order-43")
+        assert first.status == 201, first.body
+        other = await declare(http, gateway, external_ref="order-43", **change)
+        err = other.refused(422, "idempotency_mismatch")
+        assert err["error_data"] == {"job_id": first.body["job_id"], "differs": differs}
+        again = await declare(http, gateway, external_ref="order-43")
+        assert (again.status, again.body["job_id"]) == (200, first.body["job_id"])
+        assert again.body["expect"] == first.body["expect"]
+
     async def test_a_repeated_declaration_still_answers_after_its_campaign_exists(
         self, http: aiohttp.ClientSession, gateway: GatewayHandle
     ) -> None:
