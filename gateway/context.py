@@ -58,9 +58,9 @@ class Gateway:
     reconciling: set[int] = field(default_factory=set)
     # The Redis coordinator the breakers, gates and budget share (None: in-process), for /readyz.
     coordinator: RedisCoordinator | None = None
-    # Rollback executions of this gateway, by target: one at a time (weak: a lock nobody holds
-    # or waits for goes away). Across replicas, a Redis lease (gateway.rollback).
-    rollback_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
+    # Work of this gateway that must run one at a time, by name (gateway.serial; weak: a lock
+    # nobody holds or waits for goes away). Across replicas, a Redis lease as well.
+    local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
     )
 

@@ -22,13 +22,10 @@ only: never stored, logged or put in an audit row.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +46,7 @@ from gateway.model import (
     SlotRecord,
 )
 from gateway.rollback_graph import BatchRunner, StepResult
+from gateway.serial import one_at_a_time
 
 DEFAULT_ACTOR = "admin"
 # An operator's reason goes into every audit row of the run: a sentence or two, not a document.
@@ -213,15 +211,8 @@ async def execute(
     # first left. In this process by a lock; across replicas by a Redis lease when Redis is
     # configured (StoreUnavailable, nothing deleted, when it cannot be had).
     target = f"job:{job_id}" if job_id is not None else f"campaign:{campaign_id}"
-    lock = gw.rollback_locks.setdefault(target, asyncio.Lock())
-    async with lock, _across_replicas(gw, target):
+    async with one_at_a_time(gw, f"rollback:{target}"):
         return await _execute(gw, job_id, campaign_id, reason, token, actor, expected_plan)
-
-
-def _across_replicas(gw: Gateway, target: str) -> AbstractAsyncContextManager[None]:
-    if gw.coordinator is None:
-        return contextlib.nullcontext()
-    return gw.coordinator.leases.hold(f"rollback:{target}")
 
 
 async def _execute(

@@ -7,9 +7,7 @@ Refused ops are answered by the gateway and never sent; their slots are released
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +42,7 @@ from gateway.model import (
     SlotState,
     SlotWant,
 )
+from gateway.serial import one_at_a_time
 from gateway.upstream import map_errors
 
 # Which parent a job's entity must name: ad sets its campaign, ads its ad sets.
@@ -259,8 +258,8 @@ def slot_outcomes(
     return out
 
 
-# One lock per parent: the count and the intent it allows are one step in this process.
-_PARENT_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+# The count and the intent write take milliseconds: a lease held longer is a holder that died.
+CAPS_LEASE_SECONDS = 10.0
 
 
 @contextlib.asynccontextmanager
@@ -278,11 +277,14 @@ async def parent_caps(gw: Gateway, ops: Sequence[CreateOp]) -> AsyncIterator[Non
         yield
         return
     async with contextlib.AsyncExitStack() as stack:
-        for parent, _ in sorted(wanted):
-            lock = _PARENT_LOCKS.get(parent)
-            if lock is None:
-                lock = _PARENT_LOCKS[parent] = asyncio.Lock()
-            await stack.enter_async_context(lock)
+        # The count and the intent it allows are one step across the gateway (its replicas
+        # too); parents in a fixed order, so two batches never wait for each other's.
+        for parent in sorted({parent for parent, _ in wanted}):
+            await stack.enter_async_context(
+                one_at_a_time(
+                    gw, f"caps:{parent}", ttl_seconds=CAPS_LEASE_SECONDS, poll_seconds=0.005
+                )
+            )
         for (parent, kind), count in wanted.items():
             live = await gw.ledger.count_live([parent], kind)
             if live + count > limits[kind]:

@@ -47,10 +47,15 @@ class RedisLeases:
 
     @asynccontextmanager
     async def hold(
-        self, name: str, *, ttl_seconds: float = DEFAULT_TTL_SECONDS
+        self,
+        name: str,
+        *,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        poll_seconds: float = POLL_SECONDS,
     ) -> AsyncIterator[None]:
-        """Wait until the lease *name* is free, hold it (renewed) for the body, release it."""
-        lock = Lock(self._client, self.key(name), timeout=ttl_seconds, sleep=POLL_SECONDS)
+        """Wait until the lease *name* is free (asking every *poll_seconds*), hold it (renewed)
+        for the body, release it."""
+        lock = Lock(self._client, self.key(name), timeout=ttl_seconds, sleep=poll_seconds)
         try:
             await lock.acquire()
         except (RedisError, OSError, TimeoutError) as exc:
